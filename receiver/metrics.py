@@ -1,0 +1,97 @@
+"""Prometheus metrics on an explicit registry (one per app, so tests get a fresh one).
+
+Names follow prometheus/docs naming.md: ``receiver_`` prefix, base units, ``_total`` on
+counters, only bounded label values (no model names: a fleet of models must not explode
+the series count; per-model detail lives in the incidents API and the logs).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Time-to-recovery buckets: from a blue-green switch (sub-second) to a slow rollout (minutes).
+_RECOVERY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, float("inf"))
+
+
+class Metrics:
+    """Every metric the receiver exports; ``Metrics(CollectorRegistry())`` in tests."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.http_requests = Counter(
+            "receiver_http_requests_total",
+            "HTTP requests answered, by route template and status code.",
+            ["route", "code"],
+            registry=r,
+        )
+        self.webhook_duration = Histogram(
+            "receiver_webhook_duration_seconds",
+            "Time to answer an Alertmanager delivery.",
+            registry=r,
+        )
+        self.alerts = Counter(
+            "receiver_alerts_total",
+            "Alerts received, by what the webhook did with them.",
+            ["outcome"],
+            registry=r,
+        )
+        self.truncated_alerts = Counter(
+            "receiver_truncated_alerts_total",
+            "Alerts Alertmanager cut from deliveries (truncatedAlerts): never seen, never acted on.",
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "receiver_queue_depth",
+            "Jobs waiting or running in the work queue.",
+            registry=r,
+        )
+        self.queue_lag = Gauge(
+            "receiver_queue_lag_seconds",
+            "Age of the oldest job not yet acknowledged (0 when the queue is empty).",
+            registry=r,
+        )
+        self.jobs = Counter(
+            "receiver_jobs_total",
+            "Jobs finished by this replica's workers, by result (done, retried, failed, reclaimed).",
+            ["result"],
+            registry=r,
+        )
+        self.incident_transitions = Counter(
+            "receiver_incident_transitions_total",
+            "Incidents entering each state.",
+            ["state"],
+            registry=r,
+        )
+        self.rollbacks = Counter(
+            "receiver_rollbacks_total",
+            "Rollback attempts by strategy and result "
+            "(applied, skipped, dry_run, conflict, failed, verified, verification_failed).",
+            ["strategy", "result"],
+            registry=r,
+        )
+        self.received_to_switched = Histogram(
+            "receiver_received_to_switched_seconds",
+            "From the alert's arrival to the change applied in the cluster.",
+            ["strategy"],
+            buckets=_RECOVERY_BUCKETS,
+            registry=r,
+        )
+        self.received_to_healthy = Histogram(
+            "receiver_received_to_healthy_seconds",
+            "From the alert's arrival to the restored version verified healthy.",
+            ["strategy"],
+            buckets=_RECOVERY_BUCKETS,
+            registry=r,
+        )
+        self.notifications = Counter(
+            "receiver_notifications_total",
+            "Slack notifications by result (sent, retried, lost, logged).",
+            ["result"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "receiver_ready",
+            "1 when this replica is ready (Redis reachable, policy loaded, start-up facts read).",
+            registry=r,
+        )

@@ -1,0 +1,132 @@
+"""Settings from the environment (names as users type them), each also a ``serve`` option.
+
+Built once by ``cli`` and passed down; nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from receiver.durations import Duration
+
+
+class LogFormat(StrEnum):
+    """How log lines are written: one JSON object per line for collectors, or text for people."""
+
+    JSON = "json"
+    TEXT = "text"
+
+
+class Settings(BaseSettings):
+    """Every knob of the receiver. Durations accept Prometheus syntax (``30s``, ``10m``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RECEIVER_",
+        extra="ignore",
+        use_attribute_docstrings=True,
+        populate_by_name=True,
+        frozen=True,
+    )
+
+    host: str = "0.0.0.0"  # noqa: S104 - a server in a pod listens on every interface
+    """Address to listen on."""
+
+    port: int = Field(8080, ge=0, le=65535)
+    """TCP port for the webhook, API, probes and /metrics."""
+
+    webhook_token: SecretStr
+    """Bearer token Alertmanager must send (``http_config.authorization``). Required: an
+    unauthenticated webhook would let anyone roll production back."""
+
+    admin_token: SecretStr | None = None
+    """Bearer token for the API and the status page. Unset disables those routes (403)."""
+
+    redis_url: str | None = None
+    """Redis for dedup, the work queue, leases and history. Unset: an embedded in-process
+    store, for a single replica only."""
+
+    policy_file: Path | None = None
+    """YAML policy mapping models to workloads and strategies. Unset: no model is known,
+    every alert is notified only."""
+
+    prometheus_url: str | None = None
+    """Prometheus base URL used to confirm a rollback by re-evaluating the alert."""
+
+    dedup_ttl_seconds: Duration = Field(600.0, alias="RECEIVER_DEDUP_TTL", gt=0)
+    """How long a delivered (fingerprint, startsAt, status) is remembered. 10m: shorter than
+    the route's 15m repeat_interval, so a resend after a lost job drives it again."""
+
+    job_lease_seconds: Duration = Field(30.0, alias="RECEIVER_JOB_LEASE", gt=0)
+    """A job or workload lease not renewed within this is taken over by another worker."""
+
+    max_body_bytes: int = Field(1024 * 1024, gt=0)
+    """Largest request body accepted (413 above). 1 MiB holds thousands of alerts."""
+
+    key_prefix: str = "rollback-receiver:"
+    """Prefix of every Redis key, so several receivers can share one Redis."""
+
+    audit_retention_seconds: Duration = Field(30 * 86400.0, alias="RECEIVER_AUDIT_RETENTION", gt=0)
+    """How long incidents stay queryable in Redis (30d). The durable record is the log and
+    the Kubernetes Events."""
+
+    dry_run: bool = False
+    """Decide and record what would be done, change nothing in the cluster."""
+
+    log_format: LogFormat = LogFormat.JSON
+    """``json`` (one object per line) or ``text``."""
+
+    log_level: str = "INFO"
+    """Python logging level name."""
+
+    slack_channel: str | None = None
+    """Default channel for incident messages when the model's policy names none."""
+
+    slack_api_url: str = "https://slack.com/api/"
+    """Slack Web API base URL (tests point it at a local stand-in)."""
+
+    slack_allowed_users: Annotated[frozenset[str], NoDecode] = frozenset()
+    """Slack user ids allowed to press the action buttons (comma-separated)."""
+
+    slack_bot_token: SecretStr | None = Field(None, alias="SLACK_BOT_TOKEN")
+    """Bot token for chat.postMessage/chat.update. Unset: notifications go to the log."""
+
+    slack_signing_secret: SecretStr | None = Field(None, alias="SLACK_SIGNING_SECRET")
+    """Verifies interactive requests from Slack. Unset: /slack/actions answers 403."""
+
+    slack_app_token: SecretStr | None = Field(None, alias="SLACK_APP_TOKEN")
+    """App-level token for Socket Mode, for teams without public ingress."""
+
+    kubeconfig: Path | None = Field(None, alias="KUBECONFIG")
+    """Kubeconfig file; unset: in-cluster service account, else ~/.kube/config."""
+
+    single_replica: bool = False
+    """Accept the embedded store inside a cluster (``--single-replica``)."""
+
+    worker_count: int = Field(4, ge=1, le=256)
+    """Concurrent jobs per replica; actions on one workload are serialized by its lease."""
+
+    @field_validator("slack_allowed_users", mode="before")
+    @classmethod
+    def _split_users(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(u.strip() for u in value.split(",") if u.strip())
+        return value
+
+    @field_validator("webhook_token")
+    @classmethod
+    def _token_not_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError(
+                "RECEIVER_WEBHOOK_TOKEN is empty: set it to the token Alertmanager sends"
+            )
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        """True when no Redis URL is set and the in-process store is used."""
+        return not self.redis_url
