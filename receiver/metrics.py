@@ -38,7 +38,7 @@ class Metrics:
         )
         self.truncated_alerts = Counter(
             "receiver_truncated_alerts_total",
-            "Alerts Alertmanager cut from deliveries (truncatedAlerts): never seen, never acted on.",
+            "Alerts cut from deliveries by Alertmanager (truncatedAlerts): never acted on.",
             registry=r,
         )
         self.queue_depth = Gauge(
@@ -53,7 +53,7 @@ class Metrics:
         )
         self.jobs = Counter(
             "receiver_jobs_total",
-            "Jobs finished by this replica's workers, by result (done, retried, failed, reclaimed).",
+            "Jobs finished by this replica, by result (done, retried, failed, reclaimed).",
             ["result"],
             registry=r,
         )

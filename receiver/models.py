@@ -229,6 +229,11 @@ class Incident(BaseModel):
     events: list[IncidentEvent] = Field(default_factory=list)
     created_at: datetime
     updated_at: datetime
+    category: str = ""
+    tier: str = ""
+    severity: str = ""
+    generator_url: str = ""
+    runbook_url: str = ""
     # Where the incident's Slack message lives, for chat.update.
     slack_channel: str | None = None
     slack_ts: str | None = None
@@ -273,3 +278,19 @@ class Incident(BaseModel):
             for e in self.events
         ]
         return out
+
+
+class HealthPaths(BaseModel):
+    """HTTP routes probed to call a model healthy; Open Inference Protocol (KServe v2) by
+    default, as spoken by KServe, Triton and MLServer. ``{model}`` is replaced by the
+    model's name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    live: str = "/v2/health/live"
+    ready: str = "/v2/health/ready"
+    model_ready: str = "/v2/models/{model}/ready"
+    model_metadata: str = "/v2/models/{model}"
+    infer: str = "/v2/models/{model}/infer"
+    dependencies: str | None = None
+    """Optional route that checks the model's dependencies (a feature store); 2xx = healthy."""
