@@ -1,0 +1,15 @@
+"""Typed application keys shared by ``app`` (which fills them) and ``web`` (which reads them)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from receiver.metrics import Metrics
+from receiver.settings import Settings
+from receiver.store import Store
+from receiver.worker import Readiness
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+STORE = web.AppKey("store", Store)
+READINESS = web.AppKey("readiness", Readiness)

@@ -1,0 +1,310 @@
+"""Workers: take jobs from the queue, hold the workload's lease, run the handler, acknowledge.
+
+Any replica runs workers. A job is renewed while it runs; one left idle for a lease (its
+worker died) is taken over by another worker through ``claim_stale``. Actions on one
+workload are serialized by a renewed lease of the same length, so two jobs never act on
+one workload at once. The handler decides what a job means; this module only guarantees
+at-least-once, serialized execution and never decides anything about the cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from receiver.errors import PermanentError, StoreUnavailable, TemporaryError
+from receiver.metrics import Metrics
+from receiver.models import Job
+from receiver.store import QueuedJob, Store, model_key
+
+log = logging.getLogger(__name__)
+
+# Local retries of a job that failed temporarily before it is left for another worker.
+_LOCAL_RETRIES = 3
+# A job delivered this many times and failing unexpectedly every time is dropped (logged
+# and counted) so that one poison job cannot occupy the queue forever.
+MAX_DELIVERIES = 5
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a handler may want to know about the job it is running."""
+
+    entry_id: str
+    deliveries: int
+    consumer: str
+
+
+class JobHandler(Protocol):
+    """Plugged into the workers: names the lease a job needs and carries it out."""
+
+    def lease_key(self, job: Job) -> str:
+        """Jobs with the same key never run at the same time (the workload they act on)."""
+
+    async def handle(self, job: Job, ctx: JobContext) -> None:
+        """Carry out the job. TemporaryError: retry later; PermanentError: give up."""
+
+
+class LoggingHandler:
+    """A handler that only logs each job: the receiver's behaviour without a cluster."""
+
+    def lease_key(self, job: Job) -> str:
+        return model_key(job.namespace, job.model, job.cluster)
+
+    async def handle(self, job: Job, ctx: JobContext) -> None:
+        log.info(
+            "job %s: %s alert %s for %s/%s version %s",
+            ctx.entry_id,
+            job.status,
+            job.labels.get("alertname", ""),
+            job.namespace,
+            job.model,
+            job.model_version,
+            extra={"entry_id": ctx.entry_id, "alert_key": job.dedup_key},
+        )
+
+
+@dataclass
+class Readiness:
+    """Why this replica is not ready, by cause; ready when there is no cause left."""
+
+    reasons: dict[str, str] = field(default_factory=dict)
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def block(self, cause: str, reason: str) -> None:
+        self.reasons[cause] = reason
+        self.event.clear()
+
+    def unblock(self, cause: str) -> None:
+        self.reasons.pop(cause, None)
+        if not self.reasons:
+            self.event.set()
+
+    @property
+    def ready(self) -> bool:
+        return not self.reasons
+
+
+class WorkerPool:
+    """``concurrency`` consumer loops plus one loop taking over stale jobs."""
+
+    def __init__(
+        self,
+        store: Store,
+        handler: JobHandler,
+        *,
+        metrics: Metrics,
+        readiness: Readiness,
+        lease_seconds: float,
+        concurrency: int = 4,
+        consumer: str | None = None,
+        read_block_seconds: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.handler = handler
+        self.metrics = metrics
+        self.readiness = readiness
+        self.lease_seconds = lease_seconds
+        self.concurrency = concurrency
+        self.consumer = consumer or f"receiver-{uuid.uuid4().hex[:12]}"
+        self.read_block_seconds = min(read_block_seconds, lease_seconds / 3)
+        # Pending entries are scanned at least every third of a lease (design.md).
+        self.scan_interval = lease_seconds / 3
+        self.stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        """Run until ``stop``; a job interrupted by cancellation stays pending for another."""
+        async with asyncio.TaskGroup() as tg:
+            for i in range(self.concurrency):
+                tg.create_task(self._consume(), name=f"worker-{i}")
+            tg.create_task(self._reclaim(), name="worker-reclaim")
+
+    def stop(self) -> None:
+        """Ask the loops to finish: each ends after its current read or job.
+
+        Cooperative on purpose: cancelling a blocked stream read is not reliably delivered
+        through the Redis client, so loops notice ``stopping`` within ``read_block_seconds``.
+        """
+        self.stopping.set()
+
+    async def _ready_or_stopping(self, wait: float | None = None) -> bool:
+        """Wait until ready (True) or stopping (False), at most ``wait`` seconds if given."""
+        if self.readiness.event.is_set() and wait is None:
+            return not self.stopping.is_set()
+        ready = asyncio.ensure_future(self.readiness.event.wait())
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({ready, stop}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (ready, stop):
+                t.cancel()
+        return not self.stopping.is_set()
+
+    async def _consume(self) -> None:
+        while await self._ready_or_stopping():
+            try:
+                taken = await self.store.read(
+                    self.consumer, count=1, block_seconds=self.read_block_seconds
+                )
+            except StoreUnavailable as e:
+                log.warning("cannot read jobs: %s", e)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), self.scan_interval)
+                continue
+            for item in taken:
+                await self.process(item)
+
+    async def _reclaim(self) -> None:
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), self.scan_interval)
+            if not await self._ready_or_stopping():
+                return
+            try:
+                stale = await self.store.claim_stale(
+                    self.consumer, min_idle_seconds=self.lease_seconds, count=self.concurrency
+                )
+            except StoreUnavailable as e:
+                log.warning("cannot scan pending jobs: %s", e)
+                continue
+            for item in stale:
+                self.metrics.jobs.labels(result="reclaimed").inc()
+                log.info(
+                    "took over job %s (delivery %d) left idle by another worker",
+                    item.entry_id,
+                    item.deliveries,
+                )
+                await self.process(item)
+
+    async def process(self, item: QueuedJob) -> None:
+        """Run one job under its leases; acknowledge it unless it should run again."""
+        job = item.job
+        lease_name = self.handler.lease_key(job)
+        owner = f"{self.consumer}:{item.entry_id}"
+        held = asyncio.Event()
+        lost = asyncio.Event()
+        renewer = asyncio.create_task(self._renew(item.entry_id, lease_name, owner, held, lost))
+        ctx = JobContext(item.entry_id, item.deliveries, self.consumer)
+        try:
+            await self._acquire(lease_name, owner)
+            held.set()
+            ack = await self._run_handler(job, ctx, lost)
+            if ack and not lost.is_set():
+                await self.store.ack(item.entry_id)
+        except StoreUnavailable as e:
+            # The job stays pending; it is re-driven once Redis is back.
+            log.warning("job %s left pending: %s", item.entry_id, e)
+            self.metrics.jobs.labels(result="retried").inc()
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            if held.is_set():
+                with contextlib.suppress(StoreUnavailable):
+                    await self.store.release_lease(lease_name, owner)
+
+    async def _acquire(self, lease_name: str, owner: str) -> None:
+        delay = 0.01
+        while not await self.store.acquire_lease(lease_name, owner, self.lease_seconds):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+    async def _run_handler(self, job: Job, ctx: JobContext, lost: asyncio.Event) -> bool:
+        """True when the job is finished (done or given up), False to leave it pending."""
+        for attempt in range(1, _LOCAL_RETRIES + 1):
+            try:
+                await self.handler.handle(job, ctx)
+            except TemporaryError as e:
+                if attempt == _LOCAL_RETRIES or lost.is_set():
+                    log.warning("job %s left for a later retry: %s", ctx.entry_id, e)
+                    self.metrics.jobs.labels(result="retried").inc()
+                    return False
+                await asyncio.sleep(e.delay)
+                continue
+            except PermanentError as e:
+                log.error("job %s failed for good: %s", ctx.entry_id, e)
+                self.metrics.jobs.labels(result="failed").inc()
+                return True
+            except Exception:
+                log.exception(
+                    "job %s raised unexpectedly (delivery %d)", ctx.entry_id, ctx.deliveries
+                )
+                if ctx.deliveries >= MAX_DELIVERIES:
+                    self.metrics.jobs.labels(result="failed").inc()
+                    return True
+                self.metrics.jobs.labels(result="retried").inc()
+                return False
+            self.metrics.jobs.labels(result="done").inc()
+            return True
+        return False
+
+    async def _renew(
+        self,
+        entry_id: str,
+        lease_name: str,
+        owner: str,
+        held: asyncio.Event,
+        lost: asyncio.Event,
+    ) -> None:
+        while True:
+            await asyncio.sleep(self.scan_interval)
+            try:
+                if not await self.store.renew_job(self.consumer, entry_id):
+                    log.warning("job %s was taken over by another worker", entry_id)
+                    lost.set()
+                if held.is_set() and not await self.store.renew_lease(
+                    lease_name, owner, self.lease_seconds
+                ):
+                    log.warning("lease %s lost while job %s ran", lease_name, entry_id)
+                    lost.set()
+            except StoreUnavailable as e:
+                log.warning("cannot renew job %s: %s", entry_id, e)
+
+
+Restore = Callable[[], Awaitable[None]]
+
+
+async def supervise(
+    store: Store,
+    readiness: Readiness,
+    metrics: Metrics,
+    *,
+    restore: Restore,
+    interval: float,
+    stopping: asyncio.Event | None = None,
+) -> None:
+    """Keep readiness true to Redis' state; after data loss, re-read facts before work resumes.
+
+    A missing epoch key means Redis lost its data (or this is the first start): the consumer
+    group is created again and ``restore`` re-reads the facts kept on the Kubernetes objects
+    before any job is decided. Meanwhile ``/readyz`` answers 503 and jobs wait in the stream.
+    """
+    readiness.block("startup", "start-up facts not read yet")
+    stopping = stopping or asyncio.Event()
+    while not stopping.is_set():
+        try:
+            await store.ping()
+            readiness.unblock("redis")
+            if await store.get_epoch() is None:
+                readiness.block("startup", "Redis holds no epoch: re-reading start-up facts")
+                await store.ensure_group()
+                await restore()
+                await store.set_epoch(uuid.uuid4().hex)
+                log.info("start-up facts read; taking jobs")
+            readiness.unblock("startup")
+            stats = await store.queue_stats()
+            metrics.queue_depth.set(stats.depth)
+            metrics.queue_lag.set(stats.oldest_age_seconds)
+        except StoreUnavailable as e:
+            readiness.block("redis", str(e))
+        except Exception as e:  # restore failed: stay unready and try again
+            log.exception("re-reading start-up facts failed")
+            readiness.block("startup", f"re-reading start-up facts failed: {e}")
+        metrics.ready.set(1 if readiness.ready else 0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), interval)
