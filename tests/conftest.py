@@ -50,10 +50,7 @@ class Delivery:
 def load_delivery(name: str) -> Delivery:
     body = (AM_FIXTURES / f"{name}.json").read_bytes()
     raw_headers = json.loads((AM_FIXTURES / f"{name}.headers.json").read_text())
-    if isinstance(raw_headers, list):
-        headers = {k: v for k, v in raw_headers}
-    else:
-        headers = dict(raw_headers)
+    headers = dict(raw_headers)
     # Hop-by-hop and length headers belong to the original connection, not to a replay.
     for drop in ("Content-Length", "Host", "Connection", "Accept-Encoding"):
         for key in list(headers):
@@ -145,11 +142,16 @@ class RedisProcess:
         self.proc = subprocess.Popen(
             [
                 binary,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(self.workdir),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

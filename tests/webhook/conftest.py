@@ -50,7 +50,9 @@ AppFactory = Callable[..., Awaitable[TestClient]]
 
 
 @pytest.fixture
-def make_client(aiohttp_client: Any, make_settings: Any, recording_handler: RecordingHandler) -> AppFactory:
+def make_client(
+    aiohttp_client: Any, make_settings: Any, recording_handler: RecordingHandler
+) -> AppFactory:
     async def make(
         *, handler: Any = None, run_workers: bool = True, restore: Any = None, **overrides: Any
     ) -> TestClient:
