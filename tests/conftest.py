@@ -24,7 +24,10 @@ import redis.asyncio as aioredis
 from receiver.metrics import Metrics
 from receiver.settings import Settings
 
-pytest_plugins: list[str] = []
+pytest_plugins = [
+    "tests.standins.model_server",
+    "tests.standins.slack",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
