@@ -25,6 +25,7 @@ from receiver.metrics import Metrics
 from receiver.settings import Settings
 
 pytest_plugins = [
+    "tests.standins.kube.fixtures",
     "tests.standins.model_server",
     "tests.standins.slack",
 ]
