@@ -10,24 +10,58 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from receiver import keys
 from receiver import web as handlers
+from receiver.decide import ANNOTATION_CHANGED_AT, parse_time
+from receiver.errors import ReceiverError
+from receiver.k8s import Clusters
 from receiver.metrics import Metrics
+from receiver.models import IncidentEvent, utcnow
+from receiver.notifier import Notifier, build_client
+from receiver.policy import Policy, load_policy
+from receiver.service import NOTICE_TTL_SECONDS, RollbackService
 from receiver.settings import Settings
-from receiver.store import MemoryStore, RedisStore, Store
-from receiver.worker import JobHandler, LoggingHandler, Readiness, WorkerPool, supervise
+from receiver.store import MemoryStore, RedisStore, Store, model_key
+from receiver.worker import JobHandler, Readiness, WorkerPool, supervise
 
 log = logging.getLogger(__name__)
 
 HANDLER = web.AppKey("job_handler", JobHandler)
 WORKERS = web.AppKey("workers", WorkerPool)
+POLICY = web.AppKey("policy", Policy)
+CLUSTERS = web.AppKey("clusters", Clusters)
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+NOTIFIER = web.AppKey("notifier", Notifier)
+
+# Slack messages still queued at shutdown get this long to go out.
+NOTIFIER_DRAIN_SECONDS = 5.0
 
 
-async def _no_restore() -> None:
-    return None
+async def restore_facts(store: Store, policy: Policy, clusters: Clusters) -> None:
+    """Re-read the facts kept on the Kubernetes objects into the store after data loss.
+
+    The decision reads each workload fresh anyway; what the store must learn again is the
+    rollback history the guards count. A model whose workload cannot be read is logged and
+    skipped: one broken entry must not keep the whole receiver unready.
+    """
+    for model in policy.models:
+        try:
+            kube = await clusters.get(model.cluster)
+            deployment = await kube.get_deployment(model.namespace, model.deployment_name)
+        except ReceiverError as e:
+            log.warning("start-up facts of %s/%s not read: %s", model.namespace, model.name, e)
+            continue
+        annotations = deployment.get("metadata", {}).get("annotations") or {}
+        changed = parse_time(annotations.get(ANNOTATION_CHANGED_AT))
+        if changed is not None:
+            await store.record_rollback(
+                model_key(model.namespace, model.name, model.cluster), changed
+            )
 
 
 def build_store(settings: Settings) -> Store:
@@ -51,17 +85,75 @@ def create_app(
     run_workers: bool = True,
     read_block_seconds: float = 1.0,
 ) -> web.Application:
-    """Build the receiver. Tests pass their own store/handler; the CLI passes settings only."""
+    """Build the receiver. Tests pass their own store/handler; the CLI passes settings only.
+
+    Raises ``ConfigError`` when the policy file is invalid: better not to start than to act
+    on a policy nobody meant.
+    """
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[handlers.observe])
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = metrics or Metrics()
     app[keys.READINESS] = Readiness()
-    app[HANDLER] = handler or LoggingHandler()
+    app[POLICY] = load_policy(settings.policy_file)
+    _precreate_series(app[keys.METRICS])
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         app[keys.STORE] = store or build_store(settings)
         yield
         await app[keys.STORE].close()
+
+    async def clients_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[SESSION] = aiohttp.ClientSession()
+        app[CLUSTERS] = Clusters(settings.kubeconfig)
+        yield
+        await app[CLUSTERS].close()
+        await app[SESSION].close()
+
+    async def notifier_ctx(app: web.Application) -> AsyncIterator[None]:
+        the_store = app[keys.STORE]
+        token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+
+        async def save_ref(incident_id: str, channel: str, ts: str) -> None:
+            def change(incident: Any) -> None:
+                incident.slack_channel, incident.slack_ts = channel, ts
+
+            await the_store.update_incident(incident_id, change)
+
+        async def record_lost(incident_id: str, error: str) -> None:
+            def change(incident: Any) -> None:
+                incident.events.append(
+                    IncidentEvent(at=utcnow(), kind="notification_lost", message=error)
+                )
+
+            await the_store.update_incident(incident_id, change)
+
+        async def claim_once(key: str) -> bool:
+            return await the_store.claim_once(key, NOTICE_TTL_SECONDS)
+
+        notifier = Notifier(
+            build_client(app[SESSION], token, settings.slack_api_url),
+            default_channel=settings.slack_channel,
+            metrics=app[keys.METRICS],
+            save_ref=save_ref,
+            record_lost=record_lost,
+            claim_once=claim_once,
+        )
+        app[NOTIFIER] = notifier
+        await notifier.start()
+        yield
+        await notifier.close(NOTIFIER_DRAIN_SECONDS)
+
+    async def handler_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[HANDLER] = handler or RollbackService(
+            store=app[keys.STORE],
+            policy=app[POLICY],
+            clusters=app[CLUSTERS],
+            metrics=app[keys.METRICS],
+            session=app[SESSION],
+            notifier=app[NOTIFIER],
+            dry_run=settings.dry_run,
+        )
+        yield
 
     async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
         pool = WorkerPool(
@@ -80,7 +172,8 @@ def create_app(
                     app[keys.STORE],
                     app[keys.READINESS],
                     app[keys.METRICS],
-                    restore=restore or _no_restore,
+                    restore=restore
+                    or (lambda: restore_facts(app[keys.STORE], app[POLICY], app[CLUSTERS])),
                     interval=min(1.0, settings.job_lease_seconds / 3),
                     stopping=pool.stopping,
                 ),
@@ -99,6 +192,20 @@ def create_app(
                 await task
 
     app.cleanup_ctx.append(store_ctx)
+    app.cleanup_ctx.append(clients_ctx)
+    app.cleanup_ctx.append(notifier_ctx)
+    app.cleanup_ctx.append(handler_ctx)
     app.cleanup_ctx.append(workers_ctx)
     handlers.add_routes(app)
     return app
+
+
+def _precreate_series(metrics: Metrics) -> None:
+    """Export the failure series at 0 from the start, so ``increase()`` in the meta-alerts
+    sees the first failure instead of a series that appears already at 1."""
+    for result in ("applied", "failed", "verified", "verification_failed"):
+        metrics.rollbacks.labels(strategy="rollout-undo", result=result)
+    for result in ("sent", "lost"):
+        metrics.notifications.labels(result=result)
+    for result in ("done", "failed"):
+        metrics.jobs.labels(result=result)

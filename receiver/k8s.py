@@ -1,0 +1,293 @@
+"""The only door to the Kubernetes API: the official client's asyncio API, dicts in and out.
+
+Objects travel as plain JSON dicts (raw responses, no model classes): the decision code reads
+a handful of fields, and the generated models reject some real responses (events with a
+null ``eventTime``). Every failure leaves this module as one of ``receiver.errors``' Kube*
+errors, with the API server's ``Status`` message cut to a safe size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from kubernetes.aio import client as kclient
+from kubernetes.aio import config as kconfig
+from kubernetes.aio.client.exceptions import ApiException
+from kubernetes.aio.config.config_exception import ConfigException
+
+from receiver.errors import (
+    ConfigError,
+    KubeConflict,
+    KubeError,
+    KubeForbidden,
+    KubeInvalid,
+    KubeNotFound,
+    KubeUnavailable,
+    truncate,
+)
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+# Our writes are attributed to this field manager in managedFields.
+FIELD_MANAGER = "rollback-receiver"
+# One API call never waits longer than this; the job's own deadline bounds the rest.
+REQUEST_TIMEOUT_SECONDS = 10.0
+
+
+def error_from_status(status: int, body: str | bytes | None, what: str) -> KubeError:
+    """Translate an HTTP status and its ``Status`` body into our error, naming the call."""
+    text = body.decode(errors="replace") if isinstance(body, bytes) else (body or "")
+    reason = ""
+    message = text
+    retry_after = 1.0
+    try:
+        parsed = json.loads(text) if text else {}
+        if isinstance(parsed, dict):
+            message = parsed.get("message") or text
+            reason = parsed.get("reason") or ""
+            retry_after = float((parsed.get("details") or {}).get("retryAfterSeconds") or 1.0)
+    except ValueError:
+        pass
+    detail = f"{what}: {status} {reason}: {truncate(message)}".replace(":  :", ":")
+    if status == 404:
+        return KubeNotFound(detail, status=status, reason=reason)
+    if status == 403:
+        return KubeForbidden(
+            detail + " (grant the verb in deploy/rbac-*.yaml)", status=status, reason=reason
+        )
+    if status == 409:
+        return KubeConflict(detail, status=status, reason=reason)
+    if status in (400, 415, 422):
+        return KubeInvalid(detail, status=status, reason=reason)
+    if status == 401:
+        return KubeForbidden(
+            detail + " (the receiver's credentials were refused)", status=status, reason=reason
+        )
+    return KubeUnavailable(detail, status=status, reason=reason, delay=retry_after)
+
+
+class KubeClient:
+    """One cluster, through ``kubernetes.aio``. Construct with ``connect``."""
+
+    def __init__(self, api: kclient.ApiClient, *, request_timeout: float = REQUEST_TIMEOUT_SECONDS):
+        self._api = api
+        self._apps = kclient.AppsV1Api(api)
+        self._core = kclient.CoreV1Api(api)
+        self._events = kclient.EventsV1Api(api)
+        self._timeout = request_timeout
+
+    @classmethod
+    async def connect(
+        cls,
+        kubeconfig: Path | None = None,
+        context: str | None = None,
+        *,
+        request_timeout: float = REQUEST_TIMEOUT_SECONDS,
+    ) -> KubeClient:
+        """Load a kubeconfig (``KUBECONFIG``), else the in-cluster service account."""
+        configuration = kclient.Configuration()
+        try:
+            if kubeconfig is not None:
+                await kconfig.load_kube_config(
+                    config_file=str(kubeconfig),
+                    context=context,
+                    client_configuration=configuration,
+                    persist_config=False,
+                )
+            else:
+                try:
+                    kconfig.load_incluster_config(client_configuration=configuration)
+                except ConfigException:
+                    await kconfig.load_kube_config(
+                        context=context,
+                        client_configuration=configuration,
+                        persist_config=False,
+                    )
+        except (ConfigException, OSError, ValueError) as e:
+            raise ConfigError(
+                f"cannot load Kubernetes configuration ({e}); set KUBECONFIG or run in a pod "
+                "with a service account"
+            ) from e
+        return cls(kclient.ApiClient(configuration), request_timeout=request_timeout)
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    async def _call(self, what: str, call: Callable[..., Awaitable[Any]], **kwargs: Any) -> Obj:
+        try:
+            resp = await call(_request_timeout=self._timeout, **kwargs)
+            body = await resp.read()
+        except ApiException as e:
+            raise error_from_status(e.status or 0, e.body, what) from e
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            raise KubeUnavailable(
+                f"{what}: API server unreachable: {truncate(str(e) or type(e).__name__)}"
+            ) from e
+        if resp.status >= 400:
+            raise error_from_status(resp.status, body, what)
+        try:
+            return json.loads(body) if body else {}
+        except ValueError as e:
+            raise KubeUnavailable(f"{what}: the API server answered with non-JSON") from e
+
+    # -- apps/v1 -----------------------------------------------------------------------
+
+    async def get_deployment(self, namespace: str, name: str) -> Obj:
+        return await self._call(
+            f"get deployment {namespace}/{name}",
+            self._apps.read_namespaced_deployment_without_preload_content,
+            name=name,
+            namespace=namespace,
+        )
+
+    async def list_replicasets(self, namespace: str, selector: str) -> list[Obj]:
+        out = await self._call(
+            f"list replicasets in {namespace} ({selector})",
+            self._apps.list_namespaced_replica_set_without_preload_content,
+            namespace=namespace,
+            label_selector=selector,
+        )
+        return list(out.get("items") or [])
+
+    async def patch_deployment(
+        self,
+        namespace: str,
+        name: str,
+        patch: Mapping[str, Any],
+        *,
+        content_type: str = MERGE_PATCH,
+        dry_run: bool = False,
+    ) -> Obj:
+        kwargs: dict[str, Any] = {}
+        if dry_run:
+            kwargs["dry_run"] = "All"
+        return await self._call(
+            f"patch deployment {namespace}/{name}",
+            self._apps.patch_namespaced_deployment_without_preload_content,
+            name=name,
+            namespace=namespace,
+            body=dict(patch),
+            field_manager=FIELD_MANAGER,
+            _content_type=content_type,
+            **kwargs,
+        )
+
+    async def patch_replicaset(
+        self, namespace: str, name: str, patch: Mapping[str, Any], *, dry_run: bool = False
+    ) -> Obj:
+        kwargs: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
+        return await self._call(
+            f"patch replicaset {namespace}/{name}",
+            self._apps.patch_namespaced_replica_set_without_preload_content,
+            name=name,
+            namespace=namespace,
+            body=dict(patch),
+            field_manager=FIELD_MANAGER,
+            _content_type=MERGE_PATCH,
+            **kwargs,
+        )
+
+    async def patch_deployment_scale(
+        self, namespace: str, name: str, replicas: int, *, dry_run: bool = False
+    ) -> Obj:
+        kwargs: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
+        return await self._call(
+            f"scale deployment {namespace}/{name}",
+            self._apps.patch_namespaced_deployment_scale_without_preload_content,
+            name=name,
+            namespace=namespace,
+            body={"spec": {"replicas": replicas}},
+            field_manager=FIELD_MANAGER,
+            _content_type=MERGE_PATCH,
+            **kwargs,
+        )
+
+    # -- core/v1 -----------------------------------------------------------------------
+
+    async def list_pods(self, namespace: str, selector: str) -> list[Obj]:
+        out = await self._call(
+            f"list pods in {namespace} ({selector})",
+            self._core.list_namespaced_pod_without_preload_content,
+            namespace=namespace,
+            label_selector=selector,
+        )
+        return list(out.get("items") or [])
+
+    async def get_service(self, namespace: str, name: str) -> Obj:
+        return await self._call(
+            f"get service {namespace}/{name}",
+            self._core.read_namespaced_service_without_preload_content,
+            name=name,
+            namespace=namespace,
+        )
+
+    async def patch_service(
+        self, namespace: str, name: str, patch: Mapping[str, Any], *, dry_run: bool = False
+    ) -> Obj:
+        kwargs: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
+        return await self._call(
+            f"patch service {namespace}/{name}",
+            self._core.patch_namespaced_service_without_preload_content,
+            name=name,
+            namespace=namespace,
+            body=dict(patch),
+            field_manager=FIELD_MANAGER,
+            _content_type=MERGE_PATCH,
+            **kwargs,
+        )
+
+    # -- events.k8s.io/v1 --------------------------------------------------------------
+
+    async def create_event(self, namespace: str, event: Mapping[str, Any]) -> Obj:
+        return await self._call(
+            f"create event in {namespace}",
+            self._events.create_namespaced_event_without_preload_content,
+            namespace=namespace,
+            body=dict(event),
+        )
+
+
+def selector_string(selector: Mapping[str, Any] | None) -> str:
+    """A label selector (``matchLabels`` only) as the API's query string."""
+    labels = (selector or {}).get("matchLabels") or {}
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+class Clusters:
+    """Clients per cluster: the alert's ``cluster`` label selects a kubeconfig context.
+
+    The default cluster ("") uses the current context or the in-cluster account. Clients are
+    created on first use and kept; a cluster whose configuration cannot load raises
+    ``ConfigError`` each time it is asked for, which the caller records.
+    """
+
+    def __init__(self, kubeconfig: Path | None) -> None:
+        self._kubeconfig = kubeconfig
+        self._clients: dict[str, KubeClient] = {}
+        self._lock = asyncio.Lock()
+
+    async def get(self, cluster: str = "") -> KubeClient:
+        client = self._clients.get(cluster)
+        if client is not None:
+            return client
+        async with self._lock:
+            if cluster not in self._clients:
+                self._clients[cluster] = await KubeClient.connect(
+                    self._kubeconfig, context=cluster or None
+                )
+            return self._clients[cluster]
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()

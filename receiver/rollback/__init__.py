@@ -1,0 +1,27 @@
+"""Rollback strategies, one module each, chosen by the policy's ``strategy`` name."""
+
+from __future__ import annotations
+
+from receiver.errors import PermanentError
+from receiver.rollback.base import Applied, Executor, Workload
+from receiver.rollback.rollout_undo import RolloutUndo
+
+__all__ = ["Applied", "Executor", "StrategyUnavailable", "Workload", "executor_for"]
+
+_EXECUTORS: dict[str, Executor] = {"rollout-undo": RolloutUndo()}
+
+
+class StrategyUnavailable(PermanentError):
+    """The policy names a strategy this version cannot execute."""
+
+
+def executor_for(strategy: str) -> Executor:
+    """The executor of a strategy; ``StrategyUnavailable`` names what exists."""
+    try:
+        return _EXECUTORS[strategy]
+    except KeyError:
+        known = ", ".join(sorted(_EXECUTORS))
+        raise StrategyUnavailable(
+            f"strategy {strategy!r} cannot be executed by this receiver (available: {known});"
+            " the alert is notified only"
+        ) from None

@@ -1,0 +1,69 @@
+"""What every rollback strategy provides to the service, and the values it returns.
+
+A strategy reads its workload fresh into a ``WorkloadView``, applies a decision with one
+optimistic-concurrency write that also carries our annotations, reports the rollout of the
+restored version, and pauses automation on its workload. It decides nothing: ``decide`` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from receiver.decide import Decision, WorkloadView
+from receiver.health import RolloutStatus
+from receiver.k8s import KubeClient
+from receiver.policy import ModelPolicy
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A fresh read: the view the rules use and the raw objects the write is built from."""
+
+    view: WorkloadView
+    objects: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The result of applying a decision."""
+
+    changed: bool
+    """False when the live object already matched (idempotent re-apply) or in dry run."""
+    detail: str
+    resource_version: str = ""
+
+
+class Executor(Protocol):
+    """One strategy's reads and writes (kubectl's Rollbacker, one per kind)."""
+
+    name: str
+
+    async def read(self, kube: KubeClient, model: ModelPolicy) -> Workload:
+        """GET the workload fresh; raises KubeError subclasses."""
+
+    async def apply(
+        self,
+        kube: KubeClient,
+        workload: Workload,
+        decision: Decision,
+        annotations: Mapping[str, str],
+        *,
+        dry_run: bool,
+    ) -> Applied:
+        """Make the change: one write with a resourceVersion precondition (409 on a race)."""
+
+    async def mark_bad(
+        self, kube: KubeClient, workload: Workload, incident_id: str, *, dry_run: bool
+    ) -> None:
+        """Mark the bad revision so it is never chosen as a target again."""
+
+    async def rollout(self, kube: KubeClient, model: ModelPolicy) -> RolloutStatus:
+        """How far the restored version's rollout is, as kubectl would judge it."""
+
+    async def pause(self, kube: KubeClient, model: ModelPolicy, reason: str) -> None:
+        """Pause automation for this model (an annotation on its workload)."""
+
+    def regarding(self, model: ModelPolicy) -> dict[str, str]:
+        """The object Events about this model are attached to."""
