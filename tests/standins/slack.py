@@ -150,7 +150,7 @@ class SlackStandIn:
         assert len(self.messages) == 1, f"expected one message, have {list(self.messages)}"
         return next(iter(self.messages.values()))
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:  # noqa: ASYNC109
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         """Wait until ``predicate()`` holds; checked on every arrival and every answer.
 
         Raises ``TimeoutError`` after ``timeout`` seconds.
