@@ -84,6 +84,7 @@ def create_app(
     restore: Callable[[], Awaitable[None]] | None = None,
     run_workers: bool = True,
     read_block_seconds: float = 1.0,
+    service_options: dict[str, Any] | None = None,
 ) -> web.Application:
     """Build the receiver. Tests pass their own store/handler; the CLI passes settings only.
 
@@ -152,6 +153,7 @@ def create_app(
             session=app[SESSION],
             notifier=app[NOTIFIER],
             dry_run=settings.dry_run,
+            **(service_options or {}),
         )
         yield
 
