@@ -19,7 +19,7 @@ from receiver import keys
 from receiver import web as handlers
 from receiver.decide import ANNOTATION_CHANGED_AT, parse_time
 from receiver.errors import ReceiverError
-from receiver.k8s import Clusters
+from receiver.k8s import REQUEST_TIMEOUT_SECONDS, Clusters
 from receiver.metrics import Metrics
 from receiver.models import IncidentEvent, utcnow
 from receiver.notifier import Notifier, build_client
@@ -85,6 +85,7 @@ def create_app(
     run_workers: bool = True,
     read_block_seconds: float = 1.0,
     service_options: dict[str, Any] | None = None,
+    kube_request_timeout: float = REQUEST_TIMEOUT_SECONDS,
 ) -> web.Application:
     """Build the receiver. Tests pass their own store/handler; the CLI passes settings only.
 
@@ -105,7 +106,7 @@ def create_app(
 
     async def clients_ctx(app: web.Application) -> AsyncIterator[None]:
         app[SESSION] = aiohttp.ClientSession()
-        app[CLUSTERS] = Clusters(settings.kubeconfig)
+        app[CLUSTERS] = Clusters(settings.kubeconfig, request_timeout=kube_request_timeout)
         yield
         await app[CLUSTERS].close()
         await app[SESSION].close()

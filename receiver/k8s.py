@@ -271,8 +271,11 @@ class Clusters:
     ``ConfigError`` each time it is asked for, which the caller records.
     """
 
-    def __init__(self, kubeconfig: Path | None) -> None:
+    def __init__(
+        self, kubeconfig: Path | None, *, request_timeout: float = REQUEST_TIMEOUT_SECONDS
+    ) -> None:
         self._kubeconfig = kubeconfig
+        self._timeout = request_timeout
         self._clients: dict[str, KubeClient] = {}
         self._lock = asyncio.Lock()
 
@@ -283,7 +286,7 @@ class Clusters:
         async with self._lock:
             if cluster not in self._clients:
                 self._clients[cluster] = await KubeClient.connect(
-                    self._kubeconfig, context=cluster or None
+                    self._kubeconfig, context=cluster or None, request_timeout=self._timeout
                 )
             return self._clients[cluster]
 

@@ -107,7 +107,9 @@ async def world(kube, make_model_server, make_settings, aiohttp_client, tmp_path
     policy_file = write_policy(tmp_path / "policy.yaml", server.url)
     kube.requests.clear()
 
-    async def make_app(*, policy: Path | None = None, **overrides: Any) -> TestClient:
+    async def make_app(
+        *, policy: Path | None = None, kube_request_timeout: float = 10.0, **overrides: Any
+    ) -> TestClient:
         settings = make_settings(
             kubeconfig=kube.kubeconfig,
             policy_file=policy or policy_file,
