@@ -159,6 +159,30 @@ class KubeClient:
         )
         return list(out.get("items") or [])
 
+    async def _patch(
+        self,
+        what: str,
+        call: Callable[..., Awaitable[Any]],
+        namespace: str,
+        name: str,
+        body: Mapping[str, Any],
+        *,
+        content_type: str = MERGE_PATCH,
+        dry_run: bool = False,
+    ) -> Obj:
+        """Every write: attributed to our field manager, server-side dry run on request."""
+        kwargs: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
+        return await self._call(
+            f"{what} {namespace}/{name}",
+            call,
+            name=name,
+            namespace=namespace,
+            body=dict(body),
+            field_manager=FIELD_MANAGER,
+            _content_type=content_type,
+            **kwargs,
+        )
+
     async def patch_deployment(
         self,
         namespace: str,
@@ -168,48 +192,38 @@ class KubeClient:
         content_type: str = MERGE_PATCH,
         dry_run: bool = False,
     ) -> Obj:
-        kwargs: dict[str, Any] = {}
-        if dry_run:
-            kwargs["dry_run"] = "All"
-        return await self._call(
-            f"patch deployment {namespace}/{name}",
+        return await self._patch(
+            "patch deployment",
             self._apps.patch_namespaced_deployment_without_preload_content,
-            name=name,
-            namespace=namespace,
-            body=dict(patch),
-            field_manager=FIELD_MANAGER,
-            _content_type=content_type,
-            **kwargs,
+            namespace,
+            name,
+            patch,
+            content_type=content_type,
+            dry_run=dry_run,
         )
 
     async def patch_replicaset(
         self, namespace: str, name: str, patch: Mapping[str, Any], *, dry_run: bool = False
     ) -> Obj:
-        kwargs: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
-        return await self._call(
-            f"patch replicaset {namespace}/{name}",
+        return await self._patch(
+            "patch replicaset",
             self._apps.patch_namespaced_replica_set_without_preload_content,
-            name=name,
-            namespace=namespace,
-            body=dict(patch),
-            field_manager=FIELD_MANAGER,
-            _content_type=MERGE_PATCH,
-            **kwargs,
+            namespace,
+            name,
+            patch,
+            dry_run=dry_run,
         )
 
     async def patch_deployment_scale(
         self, namespace: str, name: str, replicas: int, *, dry_run: bool = False
     ) -> Obj:
-        kwargs: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
-        return await self._call(
-            f"scale deployment {namespace}/{name}",
+        return await self._patch(
+            "scale deployment",
             self._apps.patch_namespaced_deployment_scale_without_preload_content,
-            name=name,
-            namespace=namespace,
-            body={"spec": {"replicas": replicas}},
-            field_manager=FIELD_MANAGER,
-            _content_type=MERGE_PATCH,
-            **kwargs,
+            namespace,
+            name,
+            {"spec": {"replicas": replicas}},
+            dry_run=dry_run,
         )
 
     # -- core/v1 -----------------------------------------------------------------------
@@ -234,16 +248,13 @@ class KubeClient:
     async def patch_service(
         self, namespace: str, name: str, patch: Mapping[str, Any], *, dry_run: bool = False
     ) -> Obj:
-        kwargs: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
-        return await self._call(
-            f"patch service {namespace}/{name}",
+        return await self._patch(
+            "patch service",
             self._core.patch_namespaced_service_without_preload_content,
-            name=name,
-            namespace=namespace,
-            body=dict(patch),
-            field_manager=FIELD_MANAGER,
-            _content_type=MERGE_PATCH,
-            **kwargs,
+            namespace,
+            name,
+            patch,
+            dry_run=dry_run,
         )
 
     # -- events.k8s.io/v1 --------------------------------------------------------------

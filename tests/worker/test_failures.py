@@ -191,10 +191,10 @@ async def test_a_forbidden_workload_is_recorded_and_notified_not_retried(world, 
 
 
 async def test_an_api_server_that_times_out_is_retried_within_the_job(world, delivery):
-    client = await world.make_app(kube_request_timeout=0.5)
+    client = await world.make_app(kube_request_timeout=1.0)
     # From the job's first read on (the start-up read is done once ready).
     await wait_for(lambda: world.kube.requests_to("GET", DEPLOYMENT_PATH), what="start-up read")
-    world.kube.fail("GET", DEPLOYMENT_PATH, None, delay=2.0)
+    world.kube.fail("GET", DEPLOYMENT_PATH, None, delay=3.0)
     await deliver(client, delivery("firing_single"))
     await wait_state(client, "verified", timeout=30)
     registry = client.app[keys.METRICS].registry
