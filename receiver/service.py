@@ -400,7 +400,7 @@ class RollbackService:
                 self.metrics.received_to_healthy.labels(strategy=c.strategy).observe(
                     max(0.0, (now - incident.times.received).total_seconds())
                 )
-            await self._save(incident)
+            # The Event first: once the incident reads verified, its record is complete.
             await self._event(
                 kube,
                 executor,
@@ -408,6 +408,7 @@ class RollbackService:
                 "ModelRollbackVerified",
                 f"{model.name} {version} healthy after rollback, incident {incident.id}",
             )
+            await self._save(incident)
             return
         incident.add_event("verification_failed", verdict.reason, at=now)
         self._transition(incident, IncidentState.VERIFICATION_FAILED, "verification_failed")
@@ -419,7 +420,6 @@ class RollbackService:
         except KubeError as e:
             incident.add_event("pause_failed", f"could not pause automation: {e}", at=now)
         incident.add_event("escalated", f"verification failed: {verdict.reason}", at=now)
-        await self._save(incident)
         await self._event(
             kube,
             executor,
@@ -428,6 +428,7 @@ class RollbackService:
             f"{model.name} {version} not healthy after rollback: {verdict.reason}",
             "Warning",
         )
+        await self._save(incident)
 
     # -- records ------------------------------------------------------------------------
 
