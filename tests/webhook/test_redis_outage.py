@@ -68,3 +68,28 @@ async def test_jobs_accepted_while_facts_are_unread_wait_in_the_stream(
     assert recording_handler.jobs == []
     gate.set()
     await wait_for(lambda: recording_handler.jobs, what="the waiting job to run once ready")
+
+
+async def test_a_redis_that_accepts_but_never_answers_gives_503_not_a_hang(make_client, delivery):
+    import asyncio
+
+    held: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # read nothing back, answer nothing: a hung server
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        client = await make_client(redis_url=f"redis://127.0.0.1:{port}/0")
+        d = delivery("firing_single")
+        resp = await client.post("/webhook/alertmanager", data=d.body, headers=d.headers)
+        assert resp.status == 503
+        assert "Redis" in (await resp.json())["error"]
+        ready = await client.get("/readyz")
+        assert ready.status == 503
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
