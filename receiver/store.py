@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -203,6 +203,13 @@ return 0
 """
 
 
+# Alerts per script call at most, so one call never blocks Redis for long.
+_INGEST_BATCH_MAX = 512
+
+# (dedup keys, job payloads, ttl in ms, the caller's future)
+_IngestCall = tuple[list[str], list[str], int, "asyncio.Future[list[bool]]"]
+
+
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
@@ -229,6 +236,8 @@ class RedisStore:
         self._retention = retention_seconds
         self._stream = f"{prefix}jobs"
         self._ingest = client.register_script(_INGEST_LUA)
+        self._pending_ingest: deque[_IngestCall] = deque()
+        self._ingest_task: asyncio.Task[None] | None = None
         self._renew_job = client.register_script(_RENEW_JOB_LUA)
         self._renew_lease = client.register_script(_RENEW_LEASE_LUA)
         self._release_lease = client.register_script(_RELEASE_LEASE_LUA)
@@ -259,13 +268,67 @@ class RedisStore:
             await self._r.ping()
 
     async def ingest(self, items: Sequence[tuple[str, Job]], ttl_seconds: float) -> list[bool]:
+        """Group commit: deliveries arriving while a script call is in flight share the next.
+
+        Under load, many webhook requests then cost one round trip; when idle, a delivery
+        goes out at once. The script stays atomic per item (SET NX, then XADD).
+        """
         if not items:
             return []
-        keys = [self._stream] + [f"{self._p}dedup:{key}" for key, _ in items]
-        args: list[str | int] = [_ms(ttl_seconds)] + [job.model_dump_json() for _, job in items]
-        async with self._errors("ingest"):
-            result = await self._ingest(keys=keys, args=args)
-        return [bool(x) for x in result]
+        waiter: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
+        self._pending_ingest.append(
+            (
+                [f"{self._p}dedup:{key}" for key, _ in items],
+                [job.model_dump_json() for _, job in items],
+                _ms(ttl_seconds),
+                waiter,
+            )
+        )
+        if self._ingest_task is None:
+            self._ingest_task = asyncio.create_task(self._flush_ingest(), name="ingest-flush")
+        return await waiter
+
+    async def _flush_ingest(self) -> None:
+        try:
+            while self._pending_ingest:
+                batch: list[_IngestCall] = []
+                size = 0
+                ttl = self._pending_ingest[0][2]
+                while (
+                    self._pending_ingest
+                    and self._pending_ingest[0][2] == ttl
+                    and size < _INGEST_BATCH_MAX
+                ):
+                    call = self._pending_ingest.popleft()
+                    batch.append(call)
+                    size += len(call[0])
+                keys = [self._stream] + [k for call in batch for k in call[0]]
+                args: list[str | int] = [ttl] + [a for call in batch for a in call[1]]
+                try:
+                    async with self._errors("ingest"):
+                        result = await self._ingest(keys=keys, args=args)
+                except BaseException as e:
+                    # Every waiter gets an answer, whatever happened to the call: a
+                    # webhook request must never hang on a lost future.
+                    failure = (
+                        e
+                        if isinstance(e, StoreUnavailable)
+                        else StoreUnavailable(f"Redis ingest interrupted: {e!r}; retry")
+                    )
+                    for call in batch:
+                        if not call[3].done():
+                            call[3].set_exception(failure)
+                    if not isinstance(e, Exception):
+                        raise
+                    continue
+                offset = 0
+                for call in batch:
+                    n = len(call[0])
+                    if not call[3].done():
+                        call[3].set_result([bool(x) for x in result[offset : offset + n]])
+                    offset += n
+        finally:
+            self._ingest_task = None
 
     async def enqueue(self, job: Job) -> str:
         async with self._errors("enqueue"):
@@ -530,6 +593,8 @@ class RedisStore:
         return [datetime.fromtimestamp(score, since.tzinfo) for _, score in values]
 
     async def close(self) -> None:
+        if self._ingest_task is not None:
+            await asyncio.wait({self._ingest_task}, timeout=5)
         await self._r.aclose()
 
 
