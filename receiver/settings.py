@@ -107,8 +107,11 @@ class Settings(BaseSettings):
     single_replica: bool = False
     """Accept the embedded store inside a cluster (``--single-replica``)."""
 
-    worker_count: int = Field(4, ge=1, le=256)
-    """Concurrent jobs per replica; actions on one workload are serialized by its lease."""
+    worker_count: int = Field(16, ge=1, le=256)
+    """Models acted on at once per replica; the jobs of one model run one after another
+    under its lease. 16: verification holds a model for its rollout and probes (seconds),
+    so a storm over many models needs several in flight; each costs a coroutine, not a
+    thread."""
 
     @field_validator("slack_allowed_users", mode="before")
     @classmethod

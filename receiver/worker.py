@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -91,7 +92,14 @@ class Readiness:
 
 
 class WorkerPool:
-    """``concurrency`` consumer loops plus one loop taking over stale jobs."""
+    """Reads jobs and runs them, one model at a time per model, ``concurrency`` models at once.
+
+    Jobs are dispatched to a mailbox per lease key (the model): the first job of a model
+    starts a runner that takes the model's lease once and works through every job of that
+    model that arrives meanwhile, so the alerts of one model never occupy several slots
+    waiting on each other's lease. Every job held here, running or waiting in a mailbox,
+    is renewed every third of a lease; a job whose holder died is taken over elsewhere.
+    """
 
     def __init__(
         self,
@@ -101,7 +109,7 @@ class WorkerPool:
         metrics: Metrics,
         readiness: Readiness,
         lease_seconds: float,
-        concurrency: int = 4,
+        concurrency: int = 16,
         consumer: str | None = None,
         read_block_seconds: float = 1.0,
     ) -> None:
@@ -111,18 +119,31 @@ class WorkerPool:
         self.readiness = readiness
         self.lease_seconds = lease_seconds
         self.concurrency = concurrency
+        # Jobs taken from the stream but not finished, at most: enough to keep every slot
+        # busy, few enough to leave the rest of the queue to other replicas.
+        self.max_held = concurrency * 8
         self.consumer = consumer or f"receiver-{uuid.uuid4().hex[:12]}"
         self.read_block_seconds = min(read_block_seconds, lease_seconds / 3)
         # Pending entries are scanned at least every third of a lease (design.md).
         self.scan_interval = lease_seconds / 3
         self.stopping = asyncio.Event()
+        self._held: dict[str, QueuedJob] = {}  # entry id -> job, running or waiting
+        self._lost: set[str] = set()  # entry ids taken over by another worker
+        self._mailboxes: dict[str, deque[QueuedJob]] = {}
+        self._leases: dict[str, str] = {}  # lease name -> owner, while held
+        self._slots = asyncio.Semaphore(concurrency)
+        self._room = asyncio.Event()
+        self._room.set()
+        self._drained = asyncio.Event()  # stopping and no model runner left
+        self._tg: asyncio.TaskGroup | None = None
 
     async def run(self) -> None:
         """Run until ``stop``; a job interrupted by cancellation stays pending for another."""
         async with asyncio.TaskGroup() as tg:
-            for i in range(self.concurrency):
-                tg.create_task(self._consume(), name=f"worker-{i}")
+            self._tg = tg
+            tg.create_task(self._consume(), name="worker-read")
             tg.create_task(self._reclaim(), name="worker-reclaim")
+            tg.create_task(self._renew(), name="worker-renew")
 
     def stop(self) -> None:
         """Ask the loops to finish: each ends after its current read or job.
@@ -131,43 +152,56 @@ class WorkerPool:
         through the Redis client, so loops notice ``stopping`` within ``read_block_seconds``.
         """
         self.stopping.set()
+        self._room.set()
+        if not self._mailboxes:
+            self._drained.set()
 
-    async def _ready_or_stopping(self, wait: float | None = None) -> bool:
-        """Wait until ready (True) or stopping (False), at most ``wait`` seconds if given."""
-        if self.readiness.event.is_set() and wait is None:
+    async def _ready_or_stopping(self) -> bool:
+        """Wait until ready (True) or stopping (False)."""
+        if self.readiness.event.is_set():
             return not self.stopping.is_set()
         ready = asyncio.ensure_future(self.readiness.event.wait())
         stop = asyncio.ensure_future(self.stopping.wait())
         try:
-            await asyncio.wait({ready, stop}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({ready, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for t in (ready, stop):
                 t.cancel()
         return not self.stopping.is_set()
 
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+
     async def _consume(self) -> None:
         while await self._ready_or_stopping():
+            room = self.max_held - len(self._held)
+            if room <= 0:
+                self._room.clear()
+                await self._room.wait()
+                continue
             try:
                 taken = await self.store.read(
-                    self.consumer, count=1, block_seconds=self.read_block_seconds
+                    self.consumer, count=min(room, 64), block_seconds=self.read_block_seconds
                 )
             except StoreUnavailable as e:
                 log.warning("cannot read jobs: %s", e)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), self.scan_interval)
+                await self._pause(self.scan_interval)
                 continue
             for item in taken:
-                await self.process(item)
+                self.dispatch(item)
 
     async def _reclaim(self) -> None:
         while not self.stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), self.scan_interval)
+            await self._pause(self.scan_interval)
             if not await self._ready_or_stopping():
                 return
+            room = self.max_held - len(self._held)
+            if room <= 0:
+                continue
             try:
                 stale = await self.store.claim_stale(
-                    self.consumer, min_idle_seconds=self.lease_seconds, count=self.concurrency
+                    self.consumer, min_idle_seconds=self.lease_seconds, count=room
                 )
             except StoreUnavailable as e:
                 log.warning("cannot scan pending jobs: %s", e)
@@ -179,48 +213,101 @@ class WorkerPool:
                     item.entry_id,
                     item.deliveries,
                 )
-                await self.process(item)
+                self.dispatch(item)
 
-    async def process(self, item: QueuedJob) -> None:
-        """Run one job under its leases; acknowledge it unless it should run again."""
-        job = item.job
-        lease_name = self.handler.lease_key(job)
-        owner = f"{self.consumer}:{item.entry_id}"
-        held = asyncio.Event()
-        lost = asyncio.Event()
-        renewer = asyncio.create_task(self._renew(item.entry_id, lease_name, owner, held, lost))
+    def dispatch(self, item: QueuedJob) -> None:
+        """Hand a job to its model's mailbox, starting the model's runner if none runs."""
+        if item.entry_id in self._held:
+            return
+        self._held[item.entry_id] = item
+        self._lost.discard(item.entry_id)
+        key = self.handler.lease_key(item.job)
+        box = self._mailboxes.get(key)
+        if box is not None:
+            box.append(item)
+            return
+        self._mailboxes[key] = deque([item])
+        assert self._tg is not None, "dispatch() is called by run()'s loops"
+        self._tg.create_task(self._run_model(key), name=f"model:{key}")
+
+    def _forget(self, entry_id: str) -> None:
+        self._held.pop(entry_id, None)
+        self._lost.discard(entry_id)
+        if len(self._held) < self.max_held:
+            self._room.set()
+
+    async def _run_model(self, key: str) -> None:
+        owner = f"{self.consumer}:{uuid.uuid4().hex[:8]}"
+        box = self._mailboxes[key]
+        acquired = False
+        try:
+            async with self._slots:
+                await self._acquire(key, owner)
+                acquired = True
+                self._leases[key] = owner
+                while box and not self.stopping.is_set():
+                    item = box.popleft()
+                    if item.entry_id in self._lost:
+                        self._forget(item.entry_id)
+                        continue
+                    try:
+                        await self._process(item)
+                    finally:
+                        self._forget(item.entry_id)
+        finally:
+            # Unregister before any await, so a job dispatched from now on starts a runner
+            # of its own (which waits for the lease) instead of joining a closed mailbox.
+            self._mailboxes.pop(key, None)
+            self._leases.pop(key, None)
+            if self.stopping.is_set() and not self._mailboxes:
+                self._drained.set()
+            for left in box:  # stopping: they stay pending in the stream for another
+                self._forget(left.entry_id)
+            if acquired:
+                with contextlib.suppress(StoreUnavailable):
+                    await self.store.release_lease(key, owner)
+
+    async def _acquire(self, lease_name: str, owner: str) -> None:
+        delay = 0.01
+        while True:
+            try:
+                if await self.store.acquire_lease(lease_name, owner, self.lease_seconds):
+                    return
+            except StoreUnavailable as e:
+                log.warning("cannot take lease %s: %s", lease_name, e)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+    async def _process(self, item: QueuedJob) -> None:
+        """Run one job under its model's lease; acknowledge it unless it should run again."""
         ctx = JobContext(item.entry_id, item.deliveries, self.consumer)
         try:
-            await self._acquire(lease_name, owner)
-            held.set()
-            ack = await self._run_handler(job, ctx, lost)
-            if ack and not lost.is_set():
+            ack = await self._run_handler(item.job, ctx)
+            if ack and item.entry_id not in self._lost:
                 await self.store.ack(item.entry_id)
         except StoreUnavailable as e:
             # The job stays pending; it is re-driven once Redis is back.
             log.warning("job %s left pending: %s", item.entry_id, e)
             self.metrics.jobs.labels(result="retried").inc()
+
+    async def process(self, item: QueuedJob) -> None:
+        """Run one job now, under its model's lease (for callers outside the loops)."""
+        key = self.handler.lease_key(item.job)
+        owner = f"{self.consumer}:{uuid.uuid4().hex[:8]}"
+        await self._acquire(key, owner)
+        try:
+            await self._process(item)
         finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
-            if held.is_set():
-                with contextlib.suppress(StoreUnavailable):
-                    await self.store.release_lease(lease_name, owner)
+            with contextlib.suppress(StoreUnavailable):
+                await self.store.release_lease(key, owner)
 
-    async def _acquire(self, lease_name: str, owner: str) -> None:
-        delay = 0.01
-        while not await self.store.acquire_lease(lease_name, owner, self.lease_seconds):
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.25)
-
-    async def _run_handler(self, job: Job, ctx: JobContext, lost: asyncio.Event) -> bool:
+    async def _run_handler(self, job: Job, ctx: JobContext) -> bool:
         """True when the job is finished (done or given up), False to leave it pending."""
         for attempt in range(1, _LOCAL_RETRIES + 1):
             try:
                 await self.handler.handle(job, ctx)
             except TemporaryError as e:
-                if attempt == _LOCAL_RETRIES or lost.is_set():
+                if attempt == _LOCAL_RETRIES or ctx.entry_id in self._lost:
                     log.warning("job %s left for a later retry: %s", ctx.entry_id, e)
                     self.metrics.jobs.labels(result="retried").inc()
                     return False
@@ -243,27 +330,26 @@ class WorkerPool:
             return True
         return False
 
-    async def _renew(
-        self,
-        entry_id: str,
-        lease_name: str,
-        owner: str,
-        held: asyncio.Event,
-        lost: asyncio.Event,
-    ) -> None:
+    async def _renew(self) -> None:
+        """Every third of a lease: renew each held job and each held model lease."""
         while True:
-            await asyncio.sleep(self.scan_interval)
-            try:
-                if not await self.store.renew_job(self.consumer, entry_id):
-                    log.warning("job %s was taken over by another worker", entry_id)
-                    lost.set()
-                if held.is_set() and not await self.store.renew_lease(
-                    lease_name, owner, self.lease_seconds
-                ):
-                    log.warning("lease %s lost while job %s ran", lease_name, entry_id)
-                    lost.set()
-            except StoreUnavailable as e:
-                log.warning("cannot renew job %s: %s", entry_id, e)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), self.scan_interval)
+            if self._drained.is_set():
+                return
+            for entry_id in list(self._held):
+                try:
+                    if not await self.store.renew_job(self.consumer, entry_id):
+                        log.warning("job %s was taken over by another worker", entry_id)
+                        self._lost.add(entry_id)
+                except StoreUnavailable as e:
+                    log.warning("cannot renew job %s: %s", entry_id, e)
+            for name, owner in list(self._leases.items()):
+                try:
+                    if not await self.store.renew_lease(name, owner, self.lease_seconds):
+                        log.warning("lease %s lost while its jobs ran", name)
+                except StoreUnavailable as e:
+                    log.warning("cannot renew lease %s: %s", name, e)
 
 
 Restore = Callable[[], Awaitable[None]]
