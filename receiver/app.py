@@ -132,6 +132,12 @@ def create_app(
         async def claim_once(key: str) -> bool:
             return await the_store.claim_once(key, NOTICE_TTL_SECONDS)
 
+        async def load_ref(incident_id: str) -> tuple[str, str] | None:
+            incident = await the_store.get_incident(incident_id)
+            if incident is None or not (incident.slack_channel and incident.slack_ts):
+                return None
+            return incident.slack_channel, incident.slack_ts
+
         notifier = Notifier(
             build_client(app[SESSION], token, settings.slack_api_url),
             default_channel=settings.slack_channel,
@@ -139,6 +145,7 @@ def create_app(
             save_ref=save_ref,
             record_lost=record_lost,
             claim_once=claim_once,
+            load_ref=load_ref,
         )
         app[NOTIFIER] = notifier
         await notifier.start()

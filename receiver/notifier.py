@@ -343,6 +343,11 @@ def render_notice(title: str, lines: Sequence[str]) -> tuple[str, list[dict[str,
 SaveRef = Callable[[str, str, str], Awaitable[None]]
 RecordLost = Callable[[str, str], Awaitable[None]]
 ClaimOnce = Callable[[str], Awaitable[bool]]
+LoadRef = Callable[[str], Awaitable[tuple[str, str] | None]]
+
+# When another replica holds the right to post an incident's first message, how long to
+# wait before looking for the ref it saves.
+_FOREIGN_POST_RETRY_SECONDS = 1.0
 
 
 def build_client(
@@ -472,6 +477,7 @@ class Notifier:
         save_ref: SaveRef,
         record_lost: RecordLost,
         claim_once: ClaimOnce,
+        load_ref: LoadRef | None = None,
         logger: logging.Logger | None = None,
         retry: RetryPolicy | None = None,
         senders: int = 4,
@@ -483,6 +489,7 @@ class Notifier:
         self._save_ref = save_ref
         self._record_lost = record_lost
         self._claim_once = claim_once
+        self._load_ref = load_ref
         self._log = logger or log
         self._retry = retry or RetryPolicy()
         self._sender_count = max(1, senders)
@@ -495,6 +502,9 @@ class Notifier:
         # snapshots that do not carry the ts yet must update, never post again.
         self._refs = _Bounded(memory)
         self._seen_causes = _Bounded(memory)
+        # Incidents whose first message this process has the right to post (claimed once
+        # across replicas, so two replicas never post two messages for one incident).
+        self._post_rights = _Bounded(memory)
         self._closed = False
 
     @property
@@ -711,6 +721,11 @@ class Notifier:
             self._count("logged")
             return _Sent()
         ref = self._current_ref(out)
+        if ref is None and out.incident_id is not None:
+            foreign = await self._first_post_elsewhere(out.incident_id)
+            if isinstance(foreign, _Retry):
+                return foreign
+            ref = foreign
         digest = _digest(out)
         if ref is not None:
             if ref.digest == digest:
@@ -734,6 +749,32 @@ class Notifier:
         if not valid_channel(channel):
             return _Lost(f"invalid Slack channel {truncate(channel, 100)!r}")
         return await self._call("chat.postMessage", out, channel=channel)
+
+    async def _first_post_elsewhere(self, incident_id: str) -> _Ref | _Retry | None:
+        """None when this process may post the incident's first message; else the ref the
+        replica that may saved, or a retry while it has not saved one yet."""
+        if self._post_rights.get(incident_id) is not None:
+            return None
+        try:
+            first = await self._claim_once("slack-post\x1f" + incident_id)
+        except Exception as exc:  # the store is down: try again later
+            return _Retry(f"claim of the first post failed: {type(exc).__name__}")
+        if first:
+            self._post_rights.put(incident_id, True)
+            return None
+        loaded = None
+        if self._load_ref is not None:
+            try:
+                loaded = await self._load_ref(incident_id)
+            except Exception as exc:
+                return _Retry(f"reading the message ref failed: {type(exc).__name__}")
+        if loaded is None:
+            return _Retry(
+                "another replica is posting this incident's message", _FOREIGN_POST_RETRY_SECONDS
+            )
+        ref = _Ref(loaded[0], loaded[1])
+        self._refs.put(incident_id, ref)
+        return ref
 
     def _current_ref(self, out: _Outgoing) -> _Ref | None:
         if out.incident_id is None:
