@@ -42,7 +42,7 @@ def incident(
 
 
 @pytest.fixture(params=["redis", "embedded"])
-async def api(request, aiohttp_client, make_settings) -> Any:
+async def api(request, make_settings, aiohttp_client) -> Any:
     overrides = {} if request.param == "redis" else {"redis_url": None}
     app = create_app(make_settings(**overrides), run_workers=False, read_block_seconds=0.1)
     return await aiohttp_client(app)
@@ -184,7 +184,7 @@ async def test_admin_routes_need_the_admin_token(api, path, headers):
     assert resp.status == 401
 
 
-async def test_admin_routes_are_403_when_no_admin_token_is_set(aiohttp_client, make_settings):
+async def test_admin_routes_are_403_when_no_admin_token_is_set(make_settings, aiohttp_client):
     client = await aiohttp_client(
         create_app(make_settings(admin_token=None), run_workers=False, read_block_seconds=0.1)
     )
@@ -194,7 +194,7 @@ async def test_admin_routes_are_403_when_no_admin_token_is_set(aiohttp_client, m
 
 
 async def test_history_command_lists_incidents_from_a_running_receiver(
-    aiohttp_server, make_settings, monkeypatch, capsys
+    make_settings, aiohttp_server, monkeypatch, capsys
 ):
     app = create_app(make_settings(redis_url=None), run_workers=False, read_block_seconds=0.1)
     server = await aiohttp_server(app)

@@ -51,8 +51,10 @@ AppFactory = Callable[..., Awaitable[TestClient]]
 
 @pytest.fixture
 def make_client(
-    aiohttp_client: Any, make_settings: Any, recording_handler: RecordingHandler
+    make_settings: Any, aiohttp_client: Any, recording_handler: RecordingHandler
 ) -> AppFactory:
+    # make_settings (and with it the key prefix) is set up before aiohttp_client, so the
+    # apps are closed before the prefix's keys are deleted.
     async def make(
         *, handler: Any = None, run_workers: bool = True, restore: Any = None, **overrides: Any
     ) -> TestClient:
