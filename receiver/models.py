@@ -26,6 +26,11 @@ LABEL_CLUSTER = "cluster"
 REQUIRED_LABELS = (LABEL_NAMESPACE, LABEL_MODEL, LABEL_MODEL_VERSION)
 
 
+def missing_labels(labels: dict[str, str]) -> list[str]:
+    """The contract labels an alert lacks to be attributed to a model version."""
+    return [name for name in REQUIRED_LABELS if not labels.get(name)]
+
+
 def utcnow() -> datetime:
     """Timezone-aware now in UTC; the only clock the domain code reads by default."""
     return datetime.now(UTC)
@@ -63,7 +68,7 @@ class Alert(_Inbound):
 
     def missing_labels(self) -> list[str]:
         """Contract labels needed to attribute the alert to a model version."""
-        return [name for name in REQUIRED_LABELS if not self.labels.get(name)]
+        return missing_labels(self.labels)
 
 
 class WebhookPayload(_Inbound):

@@ -30,6 +30,7 @@ from receiver.models import (
     IncidentState,
     Job,
     JobKind,
+    missing_labels,
     utcnow,
 )
 from receiver.notifier import Notifier
@@ -92,7 +93,7 @@ class RollbackService:
     # -- entry point ----------------------------------------------------------------------
 
     async def handle(self, job: Job, ctx: JobContext) -> None:
-        missing = [n for n in ("namespace", "model", "model_version") if not job.labels.get(n)]
+        missing = missing_labels(job.labels)
         if missing and job.kind is JobKind.ALERT:
             self._not_attributable(job, missing)
             return

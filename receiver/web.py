@@ -29,6 +29,7 @@ from receiver.models import (
     IncidentState,
     Job,
     WebhookPayload,
+    missing_labels,
     utcnow,
 )
 
@@ -170,7 +171,7 @@ async def webhook(request: web.Request) -> web.Response:
 
     for (pos, _key, job), new in zip(to_enqueue, fresh, strict=True):
         entry = results[pos]
-        missing = [n for n in ("namespace", "model", "model_version") if not job.labels.get(n)]
+        missing = missing_labels(job.labels)
         if missing:
             entry["outcome"] = AlertOutcome.NOT_ATTRIBUTABLE
             entry["reason"] = f"missing labels: {', '.join(missing)}; no action"
