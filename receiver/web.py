@@ -74,14 +74,19 @@ async def _read_body(request: web.Request, limit: int) -> bytes | web.Response:
             f"body of {request.content_length} bytes exceeds the limit of {limit} bytes "
             "(RECEIVER_MAX_BODY_BYTES); lower max_alerts in the Alertmanager webhook config",
         )
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        return error_response(
-            413,
-            f"body exceeds the limit of {limit} bytes (RECEIVER_MAX_BODY_BYTES); "
-            "lower max_alerts in the Alertmanager webhook config",
-        )
-    return body
+    # Read to the end in pieces: one read returns only what has arrived so far.
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(65536):
+        size += len(chunk)
+        if size > limit:
+            return error_response(
+                413,
+                f"body exceeds the limit of {limit} bytes (RECEIVER_MAX_BODY_BYTES); "
+                "lower max_alerts in the Alertmanager webhook config",
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _classify(alert: Alert) -> AlertOutcome | None:

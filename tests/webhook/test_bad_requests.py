@@ -133,3 +133,24 @@ async def test_wrong_method_is_405(make_client):
     client = await make_client()
     resp = await client.get(WEBHOOK)
     assert resp.status == 405
+
+
+async def test_a_large_delivery_arriving_in_pieces_is_read_whole(make_client, delivery):
+    client = await make_client(run_workers=False)
+    payload = delivery("firing_single").payload
+    template = payload["alerts"][0]
+    payload["alerts"] = [
+        {**template, "fingerprint": f"{i:016x}", "labels": {**template["labels"], "i": str(i)}}
+        for i in range(400)
+    ]
+    data = json.dumps(payload).encode()
+    assert len(data) > 300_000
+
+    async def pieces():
+        for i in range(0, len(data), 7_000):
+            yield data[i : i + 7_000]
+
+    resp = await client.post("/webhook/alertmanager", data=pieces(), headers=AUTH)
+    assert resp.status == 200
+    outcomes = [a["outcome"] for a in (await resp.json())["alerts"]]
+    assert outcomes == ["accepted"] * 400
