@@ -74,7 +74,9 @@ async def _read_body(request: web.Request, limit: int) -> bytes | web.Response:
             f"body of {request.content_length} bytes exceeds the limit of {limit} bytes "
             "(RECEIVER_MAX_BODY_BYTES); lower max_alerts in the Alertmanager webhook config",
         )
-    # Read to the end in pieces: one read returns only what has arrived so far.
+    if request.content_length is not None:
+        return await request.read()  # exact length, already checked against the limit
+    # Chunked: read to the end in pieces (one read returns only what has arrived so far).
     chunks: list[bytes] = []
     size = 0
     while chunk := await request.content.read(65536):
