@@ -136,7 +136,7 @@ class RollbackService:
             ", ".join(missing),
             extra={"alert_key": job.dedup_key, "labels": job.labels},
         )
-        if self.notifier is not None:
+        if self.notifier is not None and job.status == "firing":
             self.notifier.notice_once(
                 f"not-attributable|{job.dedup_key}",
                 "Alert not attributable: no action",
