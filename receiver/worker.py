@@ -21,7 +21,7 @@ from typing import Protocol
 from receiver.errors import PermanentError, StoreUnavailable, TemporaryError
 from receiver.metrics import Metrics
 from receiver.models import Job
-from receiver.store import QueuedJob, Store, model_key
+from receiver.store import QueuedJob, Store
 
 log = logging.getLogger(__name__)
 
@@ -49,25 +49,6 @@ class JobHandler(Protocol):
 
     async def handle(self, job: Job, ctx: JobContext) -> None:
         """Carry out the job. TemporaryError: retry later; PermanentError: give up."""
-
-
-class LoggingHandler:
-    """A handler that only logs each job: the receiver's behaviour without a cluster."""
-
-    def lease_key(self, job: Job) -> str:
-        return model_key(job.namespace, job.model, job.cluster)
-
-    async def handle(self, job: Job, ctx: JobContext) -> None:
-        log.info(
-            "job %s: %s alert %s for %s/%s version %s",
-            ctx.entry_id,
-            job.status,
-            job.labels.get("alertname", ""),
-            job.namespace,
-            job.model,
-            job.model_version,
-            extra={"entry_id": ctx.entry_id, "alert_key": job.dedup_key},
-        )
 
 
 @dataclass
@@ -289,17 +270,6 @@ class WorkerPool:
             # The job stays pending; it is re-driven once Redis is back.
             log.warning("job %s left pending: %s", item.entry_id, e)
             self.metrics.jobs.labels(result="retried").inc()
-
-    async def process(self, item: QueuedJob) -> None:
-        """Run one job now, under its model's lease (for callers outside the loops)."""
-        key = self.handler.lease_key(item.job)
-        owner = f"{self.consumer}:{uuid.uuid4().hex[:8]}"
-        await self._acquire(key, owner)
-        try:
-            await self._process(item)
-        finally:
-            with contextlib.suppress(StoreUnavailable):
-                await self.store.release_lease(key, owner)
 
     async def _run_handler(self, job: Job, ctx: JobContext) -> bool:
         """True when the job is finished (done or given up), False to leave it pending."""
