@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -151,22 +151,18 @@ class RollbackService:
     async def _decide_without_workload(
         self, job: Job, model: ModelPolicy | None, problem: str, *, strategy: str = ""
     ) -> None:
-        facts = Facts(now=self.clock(), forced=job.kind is JobKind.FORCE, actor=job.actor)
+        forced = job.kind is JobKind.FORCE
+        facts = Facts(now=self.clock(), forced=forced, actor=job.actor)
         decision = decide(job, self.policy, None, facts)
         if problem and decision.action is not Action.RECORD:
-            decision = Decision(
-                action=Action.REFUSE if job.kind is JobKind.FORCE else Action.NOTIFY,
+            decision = replace(
+                decision,
+                action=Action.REFUSE if forced else Action.NOTIFY,
                 reason="workload_unavailable",
-                state=IncidentState.REFUSED
-                if job.kind is JobKind.FORCE
-                else IncidentState.NOTIFIED,
+                state=IncidentState.REFUSED if forced else IncidentState.NOTIFIED,
                 target=None,
                 escalate=False,
-                incident_id=decision.incident_id,
                 detail=f"{job.namespace}/{job.model} {job.model_version}: {problem}",
-                bad_version=decision.bad_version,
-                bad_revision=decision.bad_revision,
-                mode=decision.mode,
             )
         incident = await self._open_or_join(job, decision, model, strategy)
         if incident is None:
