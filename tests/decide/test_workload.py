@@ -34,6 +34,7 @@ from receiver.workload import (
     undo_patch,
     unmark_bad_patch,
 )
+from tests.standins.kube.patch import apply_merge_patch
 
 KUBE_FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "kubernetes"
 
@@ -42,19 +43,6 @@ def recorded(seq: str) -> Any:
     """The response body of recorded exchange ``seq`` (e.g. "024")."""
     (path,) = KUBE_FIXTURES.glob(f"{seq}-*.json")
     return json.loads(path.read_text())["response"]["body"]
-
-
-def apply_merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 MergePatch, as the API server applies application/merge-patch+json."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = apply_merge_patch(result.get(key), value)
-    return result
 
 
 def at(text: str) -> datetime:
