@@ -14,8 +14,6 @@ from tests.standins.kube.clients import aio_api_client
 from tests.standins.kube.recorded import differences, exchange, response_body
 from tests.standins.kube.server import KubeStandIn
 
-pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
-
 NS, NAME = "ml-prod", "fraud-scorer"
 DEPLOYMENT_PATH = f"/apis/apps/v1/namespaces/{NS}/deployments/{NAME}"
 

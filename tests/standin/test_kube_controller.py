@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from kubernetes.aio import client
 
 from tests.standins.kube.clients import aio_api_client
 from tests.standins.kube.recorded import exchange, response_body
 from tests.standins.kube.server import KubeStandIn
-
-pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
 
 NS, NAME = "ml-prod", "fraud-scorer"
 REVISION = "deployment.kubernetes.io/revision"

@@ -11,8 +11,6 @@ from kubernetes.aio import client
 from tests.standins.kube.clients import aio_api_client
 from tests.standins.kube.server import KubeStandIn
 
-pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
-
 NS, NAME = "ml-prod", "fraud-scorer"
 PATH = f"/apis/apps/v1/namespaces/{NS}/deployments/{NAME}"
 

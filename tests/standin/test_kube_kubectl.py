@@ -10,10 +10,7 @@ import pytest
 from tests.standins.kube.recorded import text
 from tests.standins.kube.server import KubeStandIn
 
-pytestmark = [
-    pytest.mark.usefixtures("no_leaked_tasks"),
-    pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed"),
-]
+pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 
 NS, NAME = "ml-prod", "fraud-scorer"
 

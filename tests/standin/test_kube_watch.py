@@ -26,7 +26,6 @@ def progressing(obj: dict[str, Any]) -> str | None:
     return None
 
 
-@pytest.mark.usefixtures("no_leaked_tasks")
 async def test_aio_watch_follows_a_rollout_like_the_recorded_stream(kube: KubeStandIn) -> None:
     await kube.create_deployment(NS, NAME, "v1")
     since = kube.deployment(NS, NAME)["metadata"]["resourceVersion"]

@@ -2,12 +2,10 @@
 
 - `kube`: the stand-in started in the test's own event loop (async tests, `kubernetes.aio`).
 - `kube_threaded`: the same on a background thread's loop (sync tests, `kubernetes.client`).
-- `no_leaked_tasks`: fails a test that leaves asyncio tasks running.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -37,16 +35,3 @@ def kube_threaded(tmp_path: Path) -> Iterator[ThreadedKube]:
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture
-async def no_leaked_tasks() -> AsyncIterator[None]:
-    """Fail the test if tasks it started are still running once its fixtures are gone."""
-    before = asyncio.all_tasks()
-    yield
-    current = asyncio.current_task()
-    leftover = {t for t in asyncio.all_tasks() - before if t is not current and not t.done()}
-    if leftover:
-        _, pending = await asyncio.wait(leftover, timeout=1.0)
-        names = sorted(t.get_name() for t in pending)
-        assert not pending, f"asyncio tasks left running: {names}"
