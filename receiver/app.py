@@ -17,16 +17,16 @@ from aiohttp import web
 
 from receiver import keys
 from receiver import web as handlers
-from receiver.decide import ANNOTATION_CHANGED_AT, parse_time
-from receiver.errors import ReceiverError
-from receiver.k8s import REQUEST_TIMEOUT_SECONDS, Clusters
+from receiver.audit import EventPoster
+from receiver.clients.k8s import REQUEST_TIMEOUT_SECONDS, Clusters
 from receiver.metrics import Metrics
 from receiver.models import IncidentEvent, utcnow
 from receiver.notifier import Notifier, build_client
 from receiver.policy import Policy, load_policy
+from receiver.restore import restore_facts
 from receiver.service import NOTICE_TTL_SECONDS, RollbackService
 from receiver.settings import Settings
-from receiver.store import MemoryStore, RedisStore, Store, model_key
+from receiver.store import MemoryStore, RedisStore, Store
 from receiver.worker import JobHandler, Readiness, WorkerPool, supervise
 
 log = logging.getLogger(__name__)
@@ -40,28 +40,6 @@ NOTIFIER = web.AppKey("notifier", Notifier)
 
 # Slack messages still queued at shutdown get this long to go out.
 NOTIFIER_DRAIN_SECONDS = 5.0
-
-
-async def restore_facts(store: Store, policy: Policy, clusters: Clusters) -> None:
-    """Re-read the facts kept on the Kubernetes objects into the store after data loss.
-
-    The decision reads each workload fresh anyway; what the store must learn again is the
-    rollback history the guards count. A model whose workload cannot be read is logged and
-    skipped: one broken entry must not keep the whole receiver unready.
-    """
-    for model in policy.models:
-        try:
-            kube = await clusters.get(model.cluster)
-            deployment = await kube.get_deployment(model.namespace, model.deployment_name)
-        except ReceiverError as e:
-            log.warning("start-up facts of %s/%s not read: %s", model.namespace, model.name, e)
-            continue
-        annotations = deployment.get("metadata", {}).get("annotations") or {}
-        changed = parse_time(annotations.get(ANNOTATION_CHANGED_AT))
-        if changed is not None:
-            await store.record_rollback(
-                model_key(model.namespace, model.name, model.cluster), changed
-            )
 
 
 def build_store(settings: Settings) -> Store:
@@ -81,7 +59,7 @@ def create_app(
     metrics: Metrics | None = None,
     store: Store | None = None,
     handler: JobHandler | None = None,
-    restore: Callable[[], Awaitable[None]] | None = None,
+    restore: Callable[[], Awaitable[object]] | None = None,
     run_workers: bool = True,
     read_block_seconds: float = 1.0,
     service_options: dict[str, Any] | None = None,
@@ -153,6 +131,7 @@ def create_app(
         await notifier.close(NOTIFIER_DRAIN_SECONDS)
 
     async def handler_ctx(app: web.Application) -> AsyncIterator[None]:
+        events = EventPoster()
         app[HANDLER] = handler or RollbackService(
             store=app[keys.STORE],
             policy=app[POLICY],
@@ -160,10 +139,12 @@ def create_app(
             metrics=app[keys.METRICS],
             session=app[SESSION],
             notifier=app[NOTIFIER],
+            events=events,
             dry_run=settings.dry_run,
             **(service_options or {}),
         )
         yield
+        await events.close()
 
     async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
         pool = WorkerPool(

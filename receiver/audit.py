@@ -7,14 +7,15 @@ never fails the job: a refusal by RBAC or an API hiccup is logged and the work g
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from receiver.clients.k8s import KubeClient
 from receiver.decide import Decision
 from receiver.errors import KubeError
-from receiver.k8s import KubeClient
 from receiver.models import Incident, Job, rfc3339
 
 log = logging.getLogger("receiver.audit")
@@ -96,3 +97,30 @@ async def post_event(kube: KubeClient, body: Mapping[str, Any]) -> None:
         await kube.create_event(body["metadata"]["namespace"], body)
     except KubeError as e:
         log.warning("could not post event %s: %s", body.get("reason"), e)
+
+
+class EventPoster:
+    """Posts Events in the background (kopf's posting engine): a slow or refusing API
+    server never delays the job that reports. ``close`` waits for what is in flight."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def post(self, kube: KubeClient, body: Mapping[str, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(post_event(kube, body))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def flush(self) -> None:
+        """Wait until every Event handed over so far is posted (or given up)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        """Drain within ``timeout``; what is left is cancelled (and logged by the log line)."""
+        if not self._tasks:
+            return
+        _, late = await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)

@@ -1,62 +1,42 @@
 """The decision table of design.md ("Decision", rules 0-9): what to do about one job.
 
-Pure: the inputs are the job, the policy, a fresh view of the workload and the facts kept
-elsewhere (pauses, recent rollbacks, the clock reading); the output is a ``Decision``
-value with a stable snake_case ``reason`` code and a human ``detail``. No I/O, no clock
-reads, no logging: the worker reads, this module decides, the executors act. Every rule
-is a plain ``if`` in ``decide`` so the order of the table is the order of the code.
+Pure: the inputs are the job, the policy resolved once for it, a fresh view of the
+workload and the facts kept elsewhere (pauses, the incident's state, recent rollbacks, the
+clock reading); the output is a ``Decision`` with a stable snake_case ``reason`` and a human
+``detail``. No I/O, no clock reads, no logging. Every rule is a plain ``if`` in ``decide``
+so the order of the table is the order of the code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
 
+from receiver import annotations as ours
 from receiver.durations import format_duration
-from receiver.models import LABEL_TIER, IncidentState, Job, incident_id, rfc3339
-from receiver.policy import CATEGORY_DATA_QUALITY, Mode, Policy
+from receiver.models import (
+    CLOSED_STATES,
+    IncidentState,
+    Job,
+    JobKind,
+    Revision,
+    WorkloadView,
+    incident_id,
+    rfc3339,
+)
+from receiver.policy import CATEGORY_DATA_QUALITY, Mode, Resolved
 
 __all__ = [
-    "ANNOTATION_BAD",
-    "ANNOTATION_CHANGED_AT",
-    "ANNOTATION_INCIDENT",
-    "ANNOTATION_PAUSED",
-    "ANNOTATION_PREFIX",
-    "ANNOTATION_ROLLED_BACK_FROM",
-    "ANNOTATION_ROLLED_BACK_FROM_REVISION",
-    "ANNOTATION_ROLLED_BACK_TO",
     "CAUSALITY_TOLERANCE_SECONDS",
     "Action",
     "Decision",
     "Facts",
-    "Revision",
-    "WorkloadView",
+    "Identity",
     "decide",
-    "is_paused_by_us",
-    "parse_time",
-    "rollback_annotations",
+    "identify",
     "select_target",
 ]
-
-# Durable facts live on the Kubernetes objects (design.md, State), under our own prefix.
-ANNOTATION_PREFIX = "rollback-receiver.io/"
-ANNOTATION_INCIDENT = ANNOTATION_PREFIX + "incident"
-"""On the workload: the incident of our last action (rule 0 finds a re-driven job by it)."""
-ANNOTATION_CHANGED_AT = ANNOTATION_PREFIX + "changed-at"
-"""On the workload: RFC 3339 time of our last change; the cooldown survives Redis loss."""
-ANNOTATION_ROLLED_BACK_FROM = ANNOTATION_PREFIX + "rolled-back-from"
-"""On the workload: the bad version our last rollback removed."""
-ANNOTATION_ROLLED_BACK_FROM_REVISION = ANNOTATION_PREFIX + "rolled-back-from-revision"
-"""On the workload: the revision that ran the bad version (part of the incident id)."""
-ANNOTATION_ROLLED_BACK_TO = ANNOTATION_PREFIX + "rolled-back-to"
-"""On the workload: the version our last rollback restored."""
-ANNOTATION_PAUSED = ANNOTATION_PREFIX + "paused"
-"""On the workload: automation paused for this model (set by pause, removed by resume)."""
-ANNOTATION_BAD = ANNOTATION_PREFIX + "bad"
-"""On a ReplicaSet: its version was rolled back; never chosen as a target again."""
 
 CAUSALITY_TOLERANCE_SECONDS = 300.0
 """How far ``startsAt`` may precede the moment the serving version became current and still
@@ -68,10 +48,10 @@ rollout that re-adopts an old ReplicaSet."""
 class Action(StrEnum):
     """What the worker does next."""
 
-    VERIFY = "verify"  # rule 0: our action is already applied; verify it
+    VERIFY = "verify"  # rule 0: our action is already applied; finish and verify it
     ROLLBACK = "rollback"  # rule 9: act
     NOTIFY = "notify"  # recommend (with a button when a target is known), no action
-    RECORD = "record"  # nothing to do: mode off, no longer serving, resolved
+    RECORD = "record"  # nothing to do: mode off, no longer serving, resolved, done
     REFUSE = "refuse"  # a safety rule stopped the action; people are told why
 
 
@@ -84,42 +64,8 @@ _STATE_OF_ACTION = {
     Action.RECORD: IncidentState.OPEN,
 }
 
-
-@dataclass(frozen=True)
-class Revision:
-    """An earlier revision of the workload; for a Deployment, one of its ReplicaSets."""
-
-    number: int
-    """``deployment.kubernetes.io/revision``; the only order that counts (rule 7)."""
-    version: str
-    """The pod template's ``app.kubernetes.io/version`` label, ``""`` when absent."""
-    name: str
-    """The ReplicaSet's name."""
-    bad: bool = False
-    """``rollback-receiver.io/bad`` is on the ReplicaSet."""
-    template: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
-    """The pod template without the ``pod-template-hash`` label: what an undo restores."""
-
-
-@dataclass(frozen=True)
-class WorkloadView:
-    """What the rules read from a fresh GET of the workload (see ``receiver.workload``)."""
-
-    strategy: str
-    namespace: str
-    name: str
-    resource_version: str
-    serving_version: str
-    serving_revision: str
-    became_current_at: datetime | None
-    annotations: Mapping[str, str]
-    spec_paused: bool
-    gitops: str | None
-    candidates: tuple[Revision, ...]
-    """Earlier revisions, newest (highest number) first."""
-    made_current_by_us: bool
-    serving: Revision | None = None
-    """The revision now serving, when it could be identified."""
+# Job kinds that are a person's decision: mode, guards and causality do not apply.
+_MANUAL = frozenset({JobKind.FORCE, JobKind.EXECUTE})
 
 
 @dataclass(frozen=True)
@@ -130,9 +76,19 @@ class Facts:
     global_paused: bool = False
     recent_rollbacks: tuple[datetime, ...] = ()
     """This model's rollbacks from the store (any age; the window is applied here)."""
-    forced: bool = False
-    """A person asked for this rollback: guards (8) and causality (6) are skipped."""
-    actor: str = "alertmanager"
+    incident_state: IncidentState | None = None
+    """The state of this job's incident when it exists already."""
+    workload_problem: str = ""
+    """Why the workload could not be read (no view): the strategy, the cluster or the API."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Which incident a job belongs to (design.md, Incidents)."""
+
+    bad_version: str
+    bad_revision: str
+    incident_id: str
 
 
 @dataclass(frozen=True)
@@ -152,18 +108,32 @@ class Decision:
     mode: Mode | None = None
 
 
-def decide(job: Job, policy: Policy, view: WorkloadView | None, facts: Facts) -> Decision:
-    """Apply rules 0-9 in order; the first that matches decides.
+def identify(job: Job, view: WorkloadView | None) -> Identity:
+    """The incident of a job: (cluster, namespace, model, bad version, its revision).
 
-    ``view`` is ``None`` when no workload could be read (an unknown model has none).
-    """
-    forced = facts.forced
+    A manual action may name only the model: it is then about what serves now. A version we
+    rolled back before keeps the revision recorded then, so its redeploy joins (and
+    reopens) the same incident instead of opening a new one."""
     bad_version = job.model_version
-    if forced and not bad_version and view is not None:
-        # A manual rollback may name only the model: it is about what serves now.
+    if not bad_version and job.kind in _MANUAL and view is not None:
         bad_version = view.serving_version
     bad_revision = _bad_revision(bad_version, view)
-    the_incident = incident_id(job.cluster, job.namespace, job.model, bad_version, bad_revision)
+    return Identity(
+        bad_version,
+        bad_revision,
+        incident_id(job.cluster, job.namespace, job.model, bad_version, bad_revision),
+    )
+
+
+def decide(job: Job, resolved: Resolved, view: WorkloadView | None, facts: Facts) -> Decision:
+    """Apply rules 0-9 in order; the first that matches decides.
+
+    ``view`` is ``None`` when no workload could be read (an unknown model has none;
+    ``facts.workload_problem`` says why otherwise).
+    """
+    manual = job.kind in _MANUAL
+    who = identify(job, view)
+    bad_version = who.bad_version
 
     def decision(
         action: Action,
@@ -180,15 +150,15 @@ def decide(job: Job, policy: Policy, view: WorkloadView | None, facts: Facts) ->
             state=_STATE_OF_ACTION[action],
             target=target,
             escalate=escalate,
-            incident_id=the_incident,
+            incident_id=who.incident_id,
             detail=detail,
             bad_version=bad_version,
-            bad_revision=bad_revision,
+            bad_revision=who.bad_revision,
             mode=mode,
         )
 
     # A person asked to act: "notify" would only repeat the question, so say no and why.
-    no_action = Action.REFUSE if forced else Action.NOTIFY
+    no_action = Action.REFUSE if manual else Action.NOTIFY
     subject = f"{job.namespace}/{job.model} {bad_version}".strip()
 
     if job.status == "resolved":
@@ -199,71 +169,55 @@ def decide(job: Job, policy: Policy, view: WorkloadView | None, facts: Facts) ->
         )
 
     # Rule 0: our action for this very incident is on the workload (a re-driven job).
-    if view is not None and _already_applied(job, bad_version, view):
+    if view is not None and _already_applied(who, view):
+        if facts.incident_state in CLOSED_STATES:
+            return decision(
+                Action.RECORD,
+                "already_done",
+                f"{subject}: incident {who.incident_id} is {facts.incident_state}; this"
+                " alert joins its record",
+            )
         return decision(
             Action.VERIFY,
             "already_applied",
             f"{subject}: rolled back to {view.serving_version} already by incident"
-            f" {the_incident}; verifying",
+            f" {who.incident_id}; finishing and verifying",
             target=view.serving,
         )
 
     # Rule 1: unknown model.
-    model_policy = policy.lookup(job.cluster, job.namespace, job.model)
-    if model_policy is None:
-        return decision(no_action, "unknown_model", _unknown_model_detail(job, policy))
+    model, settings = resolved.model, resolved.settings
+    if model is None or settings is None:
+        return decision(no_action, "unknown_model", resolved.unknown_detail)
 
     # Rule 2: mode (data-quality alerts use data_quality_mode).
-    settings = policy.effective(model_policy, alert_tier=job.labels.get(LABEL_TIER) or None)
     mode = settings.mode_for(job.category)
     mode_key = "data_quality_mode" if job.category == CATEGORY_DATA_QUALITY else "mode"
-    if mode is Mode.OFF:
+    if mode is Mode.OFF and not manual:
         return decision(
-            Action.REFUSE if forced else Action.RECORD,
+            Action.RECORD,
             "mode_off",
             f"{subject}: {mode_key} is off for this model: recorded only; set it to notify"
             " or auto in the policy to allow rollbacks",
-            mode=mode,
-        )
-    if mode is Mode.NOTIFY and not forced:
-        target = select_target(view.candidates, bad_version) if view is not None else None
-        proposal = (
-            f"; suggested target {target.version} (revision {target.number})" if target else ""
-        )
-        return decision(
-            Action.NOTIFY,
-            "mode_notify",
-            f"{subject}: {mode_key} is notify: recommending a rollback{proposal}",
-            target=target,
             mode=mode,
         )
 
     if view is None:
         return decision(
             no_action,
-            "workload_unknown",
-            f"{subject}: the workload of this model could not be read; check the policy"
-            " entry's workload names",
+            "workload_unavailable",
+            f"{subject}: {facts.workload_problem or 'the workload could not be read'}",
             mode=mode,
         )
     workload = f"{view.namespace}/{view.name}"
 
-    # Rule 3: paused by us (global or per model), or by a person (spec.paused).
-    if facts.global_paused:
-        return decision(
-            Action.REFUSE,
-            "paused",
-            f"{subject}: automation is paused globally; resume it (POST /api/resume) to act",
-            mode=mode,
-        )
-    if is_paused_by_us(view.annotations):
-        return decision(
-            Action.REFUSE,
-            "paused",
-            f"{subject}: automation is paused for this model ({ANNOTATION_PAUSED} on"
-            f" {workload}); resume it (POST /api/models/{job.namespace}/{job.model}/resume)",
-            mode=mode,
-        )
+    # Rule 3: paused by us (global or per model), a version a person accepted, or a
+    # Deployment paused by a person (spec.paused, never overridden).
+    if not manual:
+        refusal = _paused_or_accepted(job, view, facts, subject, bad_version, workload)
+        if refusal is not None:
+            reason, detail = refusal
+            return decision(Action.REFUSE, reason, detail, mode=mode)
     if view.spec_paused:
         return decision(
             Action.REFUSE,
@@ -297,7 +251,7 @@ def decide(job: Job, policy: Policy, view: WorkloadView | None, facts: Facts) ->
         )
     if view.serving_version != bad_version:
         return decision(
-            Action.REFUSE if forced else Action.RECORD,
+            Action.REFUSE if manual else Action.RECORD,
             "no_longer_serving",
             f"{subject}: {workload} now serves {view.serving_version}; nothing to roll back",
             mode=mode,
@@ -305,7 +259,7 @@ def decide(job: Job, policy: Policy, view: WorkloadView | None, facts: Facts) ->
 
     # A version we rolled back serves again (a redeploy, a GitOps revert): page people
     # whatever is decided below.
-    redeployed = view.annotations.get(ANNOTATION_ROLLED_BACK_FROM) == bad_version
+    redeployed = view.annotations.get(ours.ROLLED_BACK_FROM) == bad_version
 
     def with_redeploy(d: Decision) -> Decision:
         if not redeployed:
@@ -316,15 +270,30 @@ def decide(job: Job, policy: Policy, view: WorkloadView | None, facts: Facts) ->
             detail=d.detail + f" ({bad_version} was rolled back before and serves again)",
         )
 
-    # Rule 6: causality (skipped for forced rollbacks).
-    if not forced:
-        refusal = _causality(job, view, settings.causality_window_seconds, facts.now, subject)
-        if refusal is not None:
-            action, reason, detail, escalate = refusal
+    # Rule 6: causality (skipped for a person's action).
+    if not manual:
+        refusal6 = _causality(job, view, settings.causality_window_seconds, facts.now, subject)
+        if refusal6 is not None:
+            action, reason, detail, escalate = refusal6
             return with_redeploy(decision(action, reason, detail, escalate=escalate, mode=mode))
 
     # Rule 7: the target.
-    target = select_target(view.candidates, bad_version)
+    if view.target_problem:
+        return with_redeploy(
+            decision(no_action, "no_target", f"{subject}: {view.target_problem}", mode=mode)
+        )
+    if manual and job.to_revision is not None:
+        target = next((r for r in view.candidates if r.number == job.to_revision), None)
+        if target is None:
+            return decision(
+                Action.REFUSE,
+                "no_target",
+                f"{subject}: revision {job.to_revision} of {workload} is not an earlier"
+                " revision that still exists; `kubectl rollout history` lists them",
+                mode=mode,
+            )
+    else:
+        target = select_target(view.candidates, bad_version)
     if target is None:
         return with_redeploy(
             decision(
@@ -336,8 +305,21 @@ def decide(job: Job, policy: Policy, view: WorkloadView | None, facts: Facts) ->
             )
         )
 
-    # Rule 8: guards (skipped for forced rollbacks).
-    if not forced:
+    # Mode notify: recommend the target the rules above allow, with a button to execute.
+    if mode is Mode.NOTIFY and not manual:
+        return with_redeploy(
+            decision(
+                Action.NOTIFY,
+                "mode_notify",
+                f"{subject}: {mode_key} is notify: recommending a rollback to {target.version}"
+                f" (revision {target.number})",
+                target=target,
+                mode=mode,
+            )
+        )
+
+    # Rule 8: guards (skipped for a person's action).
+    if not manual:
         guard = _guards(
             view, facts, settings.cooldown_seconds, settings.max_rollbacks, settings.window_seconds
         )
@@ -348,8 +330,9 @@ def decide(job: Job, policy: Policy, view: WorkloadView | None, facts: Facts) ->
             )
 
     # Rule 9: act.
-    if forced:
-        reason, detail = "forced", f"{subject}: rollback forced by {facts.actor}"
+    if manual:
+        what = "executed" if job.kind is JobKind.EXECUTE else "forced"
+        reason, detail = what, f"{subject}: rollback {what} by {job.actor}"
     else:
         reason, detail = "rollback", f"{subject}: rolling {workload} back"
     return with_redeploy(
@@ -374,36 +357,6 @@ def select_target(candidates: tuple[Revision, ...], bad_version: str) -> Revisio
     return None
 
 
-def is_paused_by_us(annotations: Mapping[str, str]) -> bool:
-    """Our per-model pause annotation is present (any value but ``false``)."""
-    value = annotations.get(ANNOTATION_PAUSED)
-    return value is not None and value.strip().lower() != "false"
-
-
-def parse_time(value: str | None) -> datetime | None:
-    """An RFC 3339 timestamp as Kubernetes writes it, or ``None`` if absent or unreadable."""
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
-
-
-def rollback_annotations(decision: Decision, *, at: datetime) -> dict[str, str]:
-    """The annotations one rollback PATCH sets on the workload, with the change itself."""
-    if decision.target is None:
-        raise ValueError(f"decision {decision.reason!r} has no target: nothing to annotate")
-    return {
-        ANNOTATION_INCIDENT: decision.incident_id,
-        ANNOTATION_CHANGED_AT: rfc3339(at) or "",
-        ANNOTATION_ROLLED_BACK_FROM: decision.bad_version,
-        ANNOTATION_ROLLED_BACK_FROM_REVISION: decision.bad_revision,
-        ANNOTATION_ROLLED_BACK_TO: decision.target.version,
-    }
-
-
 # --- the rules' parts --------------------------------------------------------------------
 
 
@@ -411,25 +364,55 @@ def _bad_revision(bad_version: str, view: WorkloadView | None) -> str:
     """The revision that runs (or ran) the bad version: part of the incident's identity."""
     if view is None or not bad_version:
         return ""
+    if view.annotations.get(ours.ROLLED_BACK_FROM) == bad_version:
+        recorded = view.annotations.get(ours.ROLLED_BACK_FROM_REVISION, "")
+        if recorded:
+            return recorded
     if view.serving_version == bad_version:
         return view.serving_revision
-    if view.annotations.get(ANNOTATION_ROLLED_BACK_FROM) == bad_version:
-        return view.annotations.get(ANNOTATION_ROLLED_BACK_FROM_REVISION, "")
     for revision in sorted(view.candidates, key=lambda r: r.number, reverse=True):
         if revision.version == bad_version:
             return str(revision.number)
     return ""
 
 
-def _already_applied(job: Job, bad_version: str, view: WorkloadView) -> bool:
-    """Rule 0: the workload carries our rollback for this job's incident, still in force
-    (the bad version does not serve again)."""
+def _already_applied(who: Identity, view: WorkloadView) -> bool:
+    """Rule 0: the workload carries our rollback for this incident, still in force (the
+    bad version does not serve again)."""
     annotations = view.annotations
-    revision = annotations.get(ANNOTATION_ROLLED_BACK_FROM_REVISION)
-    if revision is None or annotations.get(ANNOTATION_ROLLED_BACK_FROM) != bad_version:
-        return False
-    expected = incident_id(job.cluster, job.namespace, job.model, bad_version, revision)
-    return annotations.get(ANNOTATION_INCIDENT) == expected and view.serving_version != bad_version
+    return (
+        annotations.get(ours.INCIDENT) == who.incident_id
+        and annotations.get(ours.ROLLED_BACK_FROM) == who.bad_version
+        and view.serving_version != who.bad_version
+    )
+
+
+def _paused_or_accepted(
+    job: Job, view: WorkloadView, facts: Facts, subject: str, bad_version: str, workload: str
+) -> tuple[str, str] | None:
+    if facts.global_paused:
+        return (
+            "paused",
+            f"{subject}: automation is paused globally; resume it (POST /api/resume) to act",
+        )
+    pause = ours.pause(view.annotations)
+    if pause is not None:
+        by = f" by {pause.actor}" if pause.actor else ""
+        why = f": {pause.reason}" if pause.reason else ""
+        return (
+            "paused",
+            f"{subject}: automation is paused for this model{by}{why} ({ours.PAUSED} on"
+            f" {workload}); resume it (POST /api/models/{job.namespace}/{job.model}/resume)",
+        )
+    accepted = ours.accepted(view.annotations)
+    if accepted is not None and accepted.version == bad_version:
+        by = f" by {accepted.actor}" if accepted.actor else ""
+        return (
+            "accepted",
+            f"{subject}: {bad_version} was accepted{by} (rolled forward); its alerts are"
+            " notified, not acted on, until another version replaces it",
+        )
+    return None
 
 
 def _causality(
@@ -480,7 +463,7 @@ def _guards(
 ) -> tuple[str, str] | None:
     """Rule 8: (reason, detail) when a guard stops an automatic rollback."""
     now = facts.now
-    changed_at = parse_time(view.annotations.get(ANNOTATION_CHANGED_AT))
+    changed_at = ours.changed_at(view.annotations)
     # The annotation survives Redis loss; the store's records survive annotation edits.
     moments = [t for t in (*facts.recent_rollbacks, changed_at) if t is not None and t <= now]
     last = max(moments, default=None)
@@ -500,20 +483,6 @@ def _guards(
             f" {max_rollbacks}; acknowledge the incidents and roll back by hand if needed",
         )
     return None
-
-
-def _unknown_model_detail(job: Job, policy: Policy) -> str:
-    where = f" in cluster {job.cluster!r}" if job.cluster else ""
-    detail = (
-        f"{job.namespace}/{job.model}{where} is not in the policy file (version"
-        f" {policy.version}): no action; add it under models to enable rollbacks"
-    )
-    if job.cluster and policy.lookup("", job.namespace, job.model) is not None:
-        detail += (
-            f"; an entry without cluster exists and matches only alerts without a cluster"
-            f" label: add cluster: {job.cluster} to it"
-        )
-    return detail
 
 
 def _span(delta: timedelta) -> str:

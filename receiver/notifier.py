@@ -121,7 +121,7 @@ _STATE_VIEW: dict[IncidentState, tuple[str, str]] = {
     IncidentState.NOTIFIED: (":bell:", "Not rolled back (notify only)"),
     IncidentState.CONFIRMED: (":white_check_mark:", "Rollback confirmed"),
     IncidentState.UNCONFIRMED: (":grey_question:", "Rollback unconfirmed"),
-    IncidentState.ACKNOWLEDGED: (":ok_hand:", "Acknowledged"),
+    IncidentState.FAILED: (":x:", "Rollback refused by the API server"),
 }
 _SWITCHED_VIEW = (":arrows_counterclockwise:", "Switched, verifying")
 

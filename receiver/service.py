@@ -1,62 +1,67 @@
-"""The job handler: read the workload fresh, decide, act, verify, record, notify.
+"""The job pipeline: resolve -> read -> decide -> record -> act -> finish -> verify.
 
-Runs inside a worker that holds the model's lease, so no other job acts on the same workload
-meanwhile. Every job is decided on its own; joining an incident only groups the record. A
-re-driven job (another replica, after a crash) finds our annotation on the workload (rule 0)
-and goes on to verify without a second write.
+Runs inside a worker that holds the workload's lease, so no other job acts on the same
+workload meanwhile. Every job is decided on its own; joining an incident only groups the
+record. Each step after the PATCH is idempotent and runs on the re-drive path too (rule 0),
+with its facts taken from our annotations: a crash, a lost reply or a Redis error between
+the PATCH and the record loses nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
 
-from receiver import audit
-from receiver.decide import Action, Decision, Facts, decide, rollback_annotations
-from receiver.errors import ConfigError, KubeConflict, KubeError, KubeUnavailable, TemporaryError
-from receiver.health import Verdict, probe_model, verify
-from receiver.k8s import Clusters, KubeClient
-from receiver.metrics import Metrics
-from receiver.models import (
-    CLOSED_STATES,
-    LABEL_SEVERITY,
-    LABEL_TIER,
-    Incident,
-    IncidentState,
-    Job,
-    JobKind,
-    missing_labels,
-    utcnow,
+from receiver import annotations as ours
+from receiver import audit, incidents
+from receiver.clients.k8s import Clusters, KubeClient
+from receiver.decide import Action, Decision, Facts, decide, identify
+from receiver.errors import (
+    ConfigError,
+    KubeConflict,
+    KubeError,
+    KubeUnavailable,
+    PermanentError,
+    TemporaryError,
 )
+from receiver.metrics import Metrics
+from receiver.models import Incident, IncidentState, Job, Verdict, utcnow
 from receiver.notifier import Notifier
-from receiver.policy import ModelPolicy, Policy
+from receiver.policy import Policy, Resolved, resolve
 from receiver.rollback import Executor, StrategyUnavailable, Workload, executor_for
 from receiver.store import Store, model_key
+from receiver.verify.loop import verify
+from receiver.verify.probe import probe_model
 from receiver.worker import JobContext
 
 log = logging.getLogger(__name__)
 
 # A workload that changes under us this many times in a row is left for a later retry.
 _CONFLICT_ATTEMPTS = 3
+# Status-only writes (the controller's) also change the resourceVersion; those conflicts
+# are retried at once, up to this many, without counting as a concurrent change.
+_STATUS_CONFLICTS = 20
+# Marking the bad revision is retried this often (with a short backoff) on API errors.
+_MARK_ATTEMPTS = 3
 # How long "notify once" causes are remembered (not-attributable alerts, refusals).
 NOTICE_TTL_SECONDS = 6 * 3600.0
 
 
 @dataclass
-class _Context:
-    """What one job carries between its steps."""
+class _Target:
+    """The workload a job acts on, once resolved: its strategy, cluster client and read."""
 
-    job: Job
-    model: ModelPolicy | None
-    executor: Executor | None
-    kube: KubeClient | None
-    strategy: str
-    verify_timeout: float
+    resolved: Resolved
+    executor: Executor | None = None
+    kube: KubeClient | None = None
+    workload: Workload | None = None
+    problem: str = ""
 
 
 class RollbackService:
@@ -71,10 +76,12 @@ class RollbackService:
         metrics: Metrics,
         session: aiohttp.ClientSession,
         notifier: Notifier | None = None,
+        events: audit.EventPoster | None = None,
         dry_run: bool = False,
         instance: str = "rollback-receiver",
         clock: Callable[[], datetime] = utcnow,
         verify_poll_seconds: float = 0.5,
+        global_paused: Callable[[], bool] = lambda: False,
     ) -> None:
         self.store = store
         self.policy = policy
@@ -82,288 +89,265 @@ class RollbackService:
         self.metrics = metrics
         self.session = session
         self.notifier = notifier
+        self.events = events or audit.EventPoster()
         self.dry_run = dry_run
         self.instance = instance
         self.clock = clock
         self.verify_poll_seconds = verify_poll_seconds
+        self.global_paused = global_paused
 
     def lease_key(self, job: Job) -> str:
+        """The workload the job acts on (two models on one Deployment share it)."""
+        model = self.policy.lookup(job.cluster, job.namespace, job.model)
+        if model is not None:
+            try:
+                executor = executor_for(self.policy.effective(model).strategy.value)
+            except StrategyUnavailable:
+                pass
+            else:
+                key = executor.workload_key(model)
+                return f"{job.cluster}/{key}" if job.cluster else key
         return model_key(job.namespace, job.model, job.cluster)
 
-    # -- entry point ----------------------------------------------------------------------
+    # -- the pipeline ---------------------------------------------------------------------
 
     async def handle(self, job: Job, ctx: JobContext) -> None:
-        missing = missing_labels(job.labels)
-        if missing and job.kind is JobKind.ALERT:
-            self._not_attributable(job, missing)
-            return
-        model = self.policy.lookup(job.cluster, job.namespace, job.model)
-        if model is None:
-            await self._decide_without_workload(job, None, "")
-            return
-        settings = self.policy.effective(model, alert_tier=job.labels.get(LABEL_TIER) or None)
-        strategy = settings.strategy.value
-        try:
-            executor = executor_for(strategy)
-        except StrategyUnavailable as e:
-            await self._decide_without_workload(job, model, str(e), strategy=strategy)
-            return
-        try:
-            kube = await self.clusters.get(job.cluster)
-        except ConfigError as e:
-            await self._decide_without_workload(job, model, str(e), strategy=strategy)
-            return
-        c = _Context(job, model, executor, kube, strategy, settings.verify_timeout_seconds)
-        for _ in range(_CONFLICT_ATTEMPTS):
+        resolved = resolve(self.policy, job)
+        conflicts = status_conflicts = 0
+        while True:
+            target = await self._read(job, resolved)
             try:
-                await self._decide_and_act(c)
+                await self._decide_and_act(job, target)
                 return
             except KubeConflict as e:
+                self.metrics.rollbacks.labels(strategy=resolved.strategy, result="conflict").inc()
+                if await self._status_only(target) and status_conflicts < _STATUS_CONFLICTS:
+                    status_conflicts += 1
+                    continue
+                conflicts += 1
                 log.info("%s changed while acting, reading again: %s", self.lease_key(job), e)
-                self.metrics.rollbacks.labels(strategy=strategy, result="conflict").inc()
-        raise TemporaryError(
-            f"{self.lease_key(job)} kept changing under {_CONFLICT_ATTEMPTS} attempts; retrying"
-            " later",
-            delay=1.0,
-        )
+                if conflicts >= _CONFLICT_ATTEMPTS:
+                    raise TemporaryError(
+                        f"{self.lease_key(job)} kept changing under {_CONFLICT_ATTEMPTS}"
+                        " attempts; retrying later",
+                        delay=1.0,
+                    ) from e
 
-    # -- steps --------------------------------------------------------------------------
-
-    def _not_attributable(self, job: Job, missing: list[str]) -> None:
-        log.warning(
-            "alert %s is not attributable (missing %s): no action",
-            job.labels.get("alertname", "?"),
-            ", ".join(missing),
-            extra={"alert_key": job.dedup_key, "labels": job.labels},
-        )
-        if self.notifier is not None and job.status == "firing":
-            self.notifier.notice_once(
-                f"not-attributable|{job.dedup_key}",
-                "Alert not attributable: no action",
-                [
-                    f"Alert `{job.labels.get('alertname', '?')}` lacks the label(s)"
-                    f" {', '.join(missing)}; the rule must aggregate by namespace, model and"
-                    " model_version.",
-                    f"Labels: {', '.join(f'{k}={v}' for k, v in sorted(job.labels.items()))}",
-                ],
-            )
-
-    async def _decide_without_workload(
-        self, job: Job, model: ModelPolicy | None, problem: str, *, strategy: str = ""
-    ) -> None:
-        forced = job.kind is JobKind.FORCE
-        facts = Facts(now=self.clock(), forced=forced, actor=job.actor)
-        decision = decide(job, self.policy, None, facts)
-        if problem and decision.action is not Action.RECORD:
-            decision = replace(
-                decision,
-                action=Action.REFUSE if forced else Action.NOTIFY,
-                reason="workload_unavailable",
-                state=IncidentState.REFUSED if forced else IncidentState.NOTIFIED,
-                target=None,
-                escalate=False,
-                detail=f"{job.namespace}/{job.model} {job.model_version}: {problem}",
-            )
-        incident = await self._open_or_join(job, decision, model, strategy)
-        if incident is None:
-            return
-        audit.record_decision(
-            job, decision, incident, policy_version=self.policy.version, inputs={"view": None}
-        )
-        await self._conclude(job, decision, incident, model, kube=None, executor=None)
-
-    async def _decide_and_act(self, c: _Context) -> None:
-        assert c.model is not None and c.executor is not None and c.kube is not None
-        job = c.job
+    async def _read(self, job: Job, resolved: Resolved) -> _Target:
+        """Resolve the strategy and the cluster, and GET the workload fresh."""
+        target = _Target(resolved)
+        if resolved.model is None:
+            return target
         try:
-            workload = await c.executor.read(c.kube, c.model)
+            target.executor = executor_for(resolved.strategy)
+            target.kube = await self.clusters.get(job.cluster)
+            target.workload = await target.executor.read(target.kube, resolved.model)
         except KubeUnavailable:
-            raise
-        except KubeError as e:
-            await self._decide_without_workload(job, c.model, str(e), strategy=c.strategy)
-            return
-        now = self.clock()
-        settings = self.policy.effective(c.model)
-        recent = await self.store.recent_rollbacks(
-            self.lease_key(job), now - timedelta(seconds=settings.window_seconds)
+            raise  # temporary: the job is retried
+        except (StrategyUnavailable, ConfigError, KubeError) as e:
+            target.problem = str(e)
+        return target
+
+    async def _status_only(self, target: _Target) -> bool:
+        """After a 409: did only the status change (same generation)? Then retry at once."""
+        if target.workload is None or target.executor is None or target.kube is None:
+            return False
+        assert target.resolved.model is not None
+        try:
+            fresh = await target.executor.read(target.kube, target.resolved.model)
+        except KubeError:
+            return False
+        return fresh.view.generation == target.workload.view.generation and (
+            dict(fresh.view.annotations) == dict(target.workload.view.annotations)
         )
+
+    async def _decide_and_act(self, job: Job, target: _Target) -> None:
+        now = self.clock()
+        view = target.workload.view if target.workload is not None else None
+        settings = target.resolved.settings
+        recent: list[datetime] = []
+        if settings is not None and view is not None:
+            recent = await self.store.recent_rollbacks(
+                self.lease_key(job), now - timedelta(seconds=settings.window_seconds)
+            )
+        existing = await self.store.get_incident(identify(job, view).incident_id)
         facts = Facts(
             now=now,
+            global_paused=self.global_paused(),
             recent_rollbacks=tuple(recent),
-            forced=job.kind is JobKind.FORCE,
-            actor=job.actor,
+            incident_state=existing.state if existing is not None else None,
+            workload_problem=target.problem,
         )
-        decision = decide(job, self.policy, workload.view, facts)
-        incident = await self._open_or_join(job, decision, c.model, c.strategy)
+        decision = decide(job, target.resolved, view, facts)
+        incident, entered = incidents.record_job(existing, job, decision, target.resolved, now=now)
         if incident is None:
+            log.info("resolved alert for no known incident: recorded in the log only")
             return
+        self._count(entered)
         audit.record_decision(
             job,
             decision,
             incident,
-            policy_version=self.policy.version,
-            inputs=_inputs(workload, facts),
+            policy_version=target.resolved.policy_version,
+            inputs=_inputs(target.workload, facts),
         )
         if decision.action is Action.ROLLBACK:
-            await self._rollback(c, workload, decision, incident)
+            await self._rollback(job, target, decision, incident)
         elif decision.action is Action.VERIFY:
-            if incident.state in CLOSED_STATES:
-                await self._save(incident)  # joined: the trigger is on the record
-                return
-            await self._verify(c, incident, workload.view.serving_version)
+            await self._finish(job, target, decision, incident)
+            await self._verify(target, incident)
         else:
-            await self._conclude(job, decision, incident, c.model, c.kube, c.executor)
+            self._count(
+                incidents.conclude(incident, decision, new=existing is None, now=self.clock())
+            )
+            if decision.escalate:
+                self._event(target, "ModelRollbackEscalated", decision.detail, "Warning")
+            await self._save(incident, notify=decision.reason not in ("resolved", "mode_off"))
 
-    async def _open_or_join(
-        self, job: Job, decision: Decision, model: ModelPolicy | None, strategy: str
-    ) -> Incident | None:
-        """The incident this job belongs to, created or joined; None for a stray resolved."""
-        now = self.clock()
-        incident = await self.store.get_incident(decision.incident_id)
-        if incident is None:
-            if decision.action is Action.RECORD and decision.reason == "resolved":
-                log.info("resolved alert for no known incident: recorded in the log only")
-                return None
-            incident = Incident(
-                id=decision.incident_id,
-                cluster=job.cluster,
-                namespace=job.namespace,
-                model=job.model,
-                bad_version=decision.bad_version,
-                bad_revision=decision.bad_revision,
-                strategy=strategy,
-                created_at=now,
-                updated_at=now,
-                category=job.category,
-                tier=job.labels.get(LABEL_TIER, ""),
-                severity=job.labels.get(LABEL_SEVERITY, ""),
-                generator_url=job.generator_url,
-                runbook_url=job.annotations.get("runbook_url", ""),
-                slack_channel=model.slack_channel if model else None,
-            )
-            incident.times.received = job.received_at
-            incident.times.alert_started = job.starts_at
-            incident.add_event(
-                "opened",
-                f"{_what(job)}: {decision.detail}",
-                at=now,
-                actor=job.actor,
-                trigger=job.trigger,
-                alert_key=job.dedup_key,
-            )
-            self.metrics.incident_transitions.labels(state=IncidentState.OPEN.value).inc()
-        else:
-            incident.add_event(
-                "joined" if job.status == "firing" else "resolved",
-                f"{_what(job)}: {decision.detail}",
-                at=now,
-                actor=job.actor,
-                trigger=job.trigger,
-                alert_key=job.dedup_key,
-            )
-            if job.received_at and (
-                incident.times.received is None or job.received_at < incident.times.received
-            ):
-                incident.times.received = job.received_at
-            if (
-                incident.state in CLOSED_STATES
-                and decision.action in (Action.ROLLBACK, Action.REFUSE, Action.NOTIFY)
-                and job.status == "firing"
-            ):
-                incident.add_event(
-                    "reopened", f"{decision.bad_version} serves again: escalating", at=now
-                )
-        if job.trigger and job.status == "firing" and job.trigger not in incident.triggers:
-            incident.triggers.append(job.trigger)
-        return incident
-
-    async def _conclude(
-        self,
-        job: Job,
-        decision: Decision,
-        incident: Incident,
-        model: ModelPolicy | None,
-        kube: KubeClient | None,
-        executor: Executor | None,
-    ) -> None:
-        """NOTIFY, REFUSE and RECORD: set the state and reason, tell people once."""
-        new = len(incident.events) == 1
-        if decision.action is Action.RECORD:
-            if new:
-                self._transition(incident, IncidentState.NOTIFIED, decision.reason)
-        elif incident.state not in CLOSED_STATES or decision.escalate:
-            self._transition(incident, decision.state, decision.reason)
-            if decision.target is not None and incident.target_version is None:
-                incident.target_version = decision.target.version
-        if decision.escalate:
-            incident.add_event("escalated", decision.detail, at=self.clock())
-            if kube is not None and executor is not None and model is not None:
-                await self._event(
-                    kube, executor, model, "ModelRollbackEscalated", decision.detail, "Warning"
-                )
-        await self._save(incident, notify=decision.reason not in ("resolved", "mode_off"))
+    # -- act --------------------------------------------------------------------------------
 
     async def _rollback(
-        self, c: _Context, workload: Workload, decision: Decision, incident: Incident
+        self, job: Job, target: _Target, decision: Decision, incident: Incident
     ) -> None:
-        assert c.executor is not None and c.kube is not None and c.model is not None
-        job = c.job
+        assert target.executor and target.kube and target.workload and decision.target
         now = self.clock()
-        assert decision.target is not None
+        strategy = target.resolved.strategy
         incident.target_version = decision.target.version
+        incident.target_revision = str(decision.target.number)
         if incident.times.acting is None:
             incident.times.acting = now
-        self._transition(incident, IncidentState.ACTING, decision.reason)
-        applied = await c.executor.apply(
-            c.kube,
-            workload,
-            decision,
-            rollback_annotations(decision, at=now),
-            dry_run=self.dry_run,
+        self._count([IncidentState.ACTING] if self._transition(incident, decision) else [])
+        view = target.workload.view
+        marks: dict[str, str | None] = dict(
+            ours.rollback_annotations(
+                incident_id=decision.incident_id,
+                bad_version=decision.bad_version,
+                bad_revision=decision.bad_revision,
+                target_version=decision.target.version,
+                target_revision=str(decision.target.number),
+                at=now,
+            )
         )
+        marks[ours.BAD_VERSIONS] = ours.bad_versions_value(
+            ours.bad_versions(view.annotations), add=decision.bad_version
+        )
+        try:
+            applied = await target.executor.apply(
+                target.kube, target.workload, decision, marks, dry_run=self.dry_run
+            )
+        except KubeConflict:
+            raise
+        except KubeError as e:
+            if isinstance(e, KubeUnavailable):
+                raise
+            await self._refused_by_api(target, incident, e)
+            return
         if self.dry_run:
             incident.add_event("dry_run", f"dry run: {applied.detail}; nothing changed", at=now)
-            self._transition(incident, IncidentState.NOTIFIED, "dry_run")
-            self.metrics.rollbacks.labels(strategy=c.strategy, result="dry_run").inc()
+            self._count(
+                [IncidentState.NOTIFIED]
+                if incidents.transition(incident, IncidentState.NOTIFIED, "dry_run")
+                else []
+            )
+            self.metrics.rollbacks.labels(strategy=strategy, result="dry_run").inc()
             await self._save(incident)
             return
-        switched = self.clock()
-        incident.times.switched = switched
-        incident.add_event(
-            "switched",
-            applied.detail,
-            at=switched,
-            actor=job.actor,
-            resource_version=applied.resource_version,
-        )
         self.metrics.rollbacks.labels(
-            strategy=c.strategy, result="applied" if applied.changed else "skipped"
+            strategy=strategy, result="applied" if applied.changed else "skipped"
         ).inc()
-        if incident.times.received is not None:
-            self.metrics.received_to_switched.labels(strategy=c.strategy).observe(
-                max(0.0, (switched - incident.times.received).total_seconds())
-            )
-        await self.store.record_rollback(self.lease_key(job), switched)
-        await self._save(incident)
-        try:
-            await c.executor.mark_bad(c.kube, workload, incident.id, dry_run=False)
-        except KubeError as e:
-            log.warning("could not mark %s bad: %s", decision.bad_version, e)
-        await self._event(
-            c.kube,
-            c.executor,
-            c.model,
-            "ModelRolledBack",
-            f"{job.model} {decision.bad_version} -> {decision.target.version}"
-            f" (revision {decision.target.number}), incident {incident.id}, trigger"
-            f" {job.trigger or job.kind.value}, by {job.actor}",
-        )
-        await self._verify(c, incident, decision.target.version)
+        await self._finish(job, target, decision, incident, applied=applied.detail, at=now)
+        await self._verify(target, incident)
 
-    async def _verify(self, c: _Context, incident: Incident, version: str) -> None:
-        assert c.executor is not None and c.kube is not None and c.model is not None
-        executor, kube, model = c.executor, c.kube, c.model
+    async def _refused_by_api(self, target: _Target, incident: Incident, error: KubeError) -> None:
+        """The API server refused our write (403, 404, 422): failed, escalated, counted."""
+        now = self.clock()
+        reason = f"the API server refused the change: {error}"
+        incident.add_event("failed", reason, at=now)
+        incident.add_event("escalated", reason, at=now)
+        if incidents.transition(incident, IncidentState.FAILED, reason):
+            self._count([IncidentState.FAILED])
+        self.metrics.rollbacks.labels(strategy=target.resolved.strategy, result="failed").inc()
+        self._event(target, "ModelRollbackFailed", reason, "Warning")
+        await self._save(incident)
+
+    async def _finish(
+        self,
+        job: Job,
+        target: _Target,
+        decision: Decision,
+        incident: Incident,
+        *,
+        applied: str = "",
+        at: datetime | None = None,
+    ) -> None:
+        """Everything after the PATCH, idempotent, on the first run and on a re-drive: the
+        target and switched time on the record, the rollback counted for the guards, the
+        bad revision marked, the Event posted. Facts come from our annotations."""
+        assert target.workload is not None and target.executor and target.kube
+        annotations = target.workload.view.annotations if at is None else {}
+        switched = at or ours.changed_at(annotations) or self.clock()
+        if decision.target is not None and incident.target_version is None:
+            incident.target_version = decision.target.version
+        if not incident.target_version:
+            incident.target_version = annotations.get(ours.ROLLED_BACK_TO) or None
+        if not incident.target_revision:
+            incident.target_revision = annotations.get(ours.ROLLED_BACK_TO_REVISION, "")
+        if incident.times.acting is None:
+            incident.times.acting = switched
+        first = not any(e.kind == "switched" for e in incident.events)
+        if first:
+            incident.times.switched = switched
+            incident.add_event(
+                "switched",
+                applied
+                or f"rolled back to {incident.target_version} (found applied on a re-drive)",
+                at=self.clock(),
+                actor=job.actor,
+            )
+            if incident.times.received is not None:
+                self.metrics.received_to_switched.labels(strategy=target.resolved.strategy).observe(
+                    max(0.0, (switched - incident.times.received).total_seconds())
+                )
+            self._event(
+                target,
+                "ModelRolledBack",
+                f"{incident.model} {incident.bad_version} -> {incident.target_version}"
+                f" (revision {incident.target_revision}), incident {incident.id}, trigger"
+                f" {job.trigger or job.kind.value}, by {job.actor}",
+            )
+        # The guards count it (a sorted set keyed by the time: recording twice is one).
+        await self.store.record_rollback(self.lease_key(job), switched)
+        self._transition_acting(incident)
+        await self._save(incident)
+        await self._mark_bad(target, incident)
+
+    async def _mark_bad(self, target: _Target, incident: Incident) -> None:
+        assert target.workload is not None and target.executor and target.kube
+        delay = 0.2
+        for attempt in range(1, _MARK_ATTEMPTS + 1):
+            try:
+                await target.executor.mark_bad(
+                    target.kube, target.workload, incident.bad_revision, incident.id
+                )
+                return
+            except KubeError as e:
+                if attempt == _MARK_ATTEMPTS or isinstance(e, PermanentError):
+                    # The version is listed bad on the workload anyway (same PATCH).
+                    log.warning(
+                        "could not mark %s bad on its revision: %s", incident.bad_version, e
+                    )
+                    return
+                await asyncio.sleep(delay)
+                delay *= 2
+
+    # -- verify -----------------------------------------------------------------------------
+
+    async def _verify(self, target: _Target, incident: Incident) -> None:
+        resolved = target.resolved
+        assert target.executor and target.kube and resolved.model and resolved.settings
+        executor, kube, model = target.executor, target.kube, resolved.model
         health = model.health
+        version = incident.target_version or ""
 
         async def read_rollout() -> Any:
             return await executor.rollout(kube, model)
@@ -384,56 +368,70 @@ class RollbackService:
         verdict = await verify(
             read_rollout=read_rollout,
             probe=probe,
-            timeout=c.verify_timeout,
+            timeout=resolved.settings.verify_timeout_seconds,
             poll_interval=self.verify_poll_seconds,
         )
         now = self.clock()
+        strategy = resolved.strategy
         if verdict.healthy:
             incident.times.healthy = now
             incident.add_event("healthy", verdict.reason or "healthy", at=now)
-            self._transition(incident, IncidentState.VERIFIED, incident.reason)
-            self.metrics.rollbacks.labels(strategy=c.strategy, result="verified").inc()
+            if incidents.transition(incident, IncidentState.VERIFIED, incident.reason):
+                self._count([IncidentState.VERIFIED])
+            self.metrics.rollbacks.labels(strategy=strategy, result="verified").inc()
             if incident.times.received is not None:
-                self.metrics.received_to_healthy.labels(strategy=c.strategy).observe(
+                self.metrics.received_to_healthy.labels(strategy=strategy).observe(
                     max(0.0, (now - incident.times.received).total_seconds())
                 )
-            # The Event first: once the incident reads verified, its record is complete.
-            await self._event(
-                kube,
-                executor,
-                model,
+            self._event(
+                target,
                 "ModelRollbackVerified",
                 f"{model.name} {version} healthy after rollback, incident {incident.id}",
             )
             await self._save(incident)
             return
         incident.add_event("verification_failed", verdict.reason, at=now)
-        self._transition(incident, IncidentState.VERIFICATION_FAILED, "verification_failed")
-        self.metrics.rollbacks.labels(strategy=c.strategy, result="verification_failed").inc()
+        if incidents.transition(incident, IncidentState.VERIFICATION_FAILED, "verification_failed"):
+            self._count([IncidentState.VERIFICATION_FAILED])
+        self.metrics.rollbacks.labels(strategy=strategy, result="verification_failed").inc()
         pause_reason = f"verification of {incident.id} failed at {now.isoformat()}"
         try:
-            await executor.pause(kube, model, pause_reason)
+            await executor.annotate(
+                kube, model, {ours.PAUSED: ours.pause_value("receiver", pause_reason, now)}
+            )
             incident.add_event("paused", f"automation paused for {model.name}", at=now)
         except KubeError as e:
             incident.add_event("pause_failed", f"could not pause automation: {e}", at=now)
         incident.add_event("escalated", f"verification failed: {verdict.reason}", at=now)
-        await self._event(
-            kube,
-            executor,
-            model,
+        self._event(
+            target,
             "ModelRollbackVerificationFailed",
             f"{model.name} {version} not healthy after rollback: {verdict.reason}",
             "Warning",
         )
         await self._save(incident)
 
-    # -- records ------------------------------------------------------------------------
+    # -- records ----------------------------------------------------------------------------
 
-    def _transition(self, incident: Incident, state: IncidentState, reason: str) -> None:
-        if incident.state is not state:
+    def _transition(self, incident: Incident, decision: Decision) -> bool:
+        return incidents.transition(incident, IncidentState.ACTING, decision.reason)
+
+    def _transition_acting(self, incident: Incident) -> None:
+        if (
+            incident.state is not IncidentState.ACTING
+            and incident.state
+            not in (
+                IncidentState.VERIFIED,
+                IncidentState.CONFIRMED,
+                IncidentState.UNCONFIRMED,
+            )
+            and incidents.transition(incident, IncidentState.ACTING, incident.reason)
+        ):
+            self._count([IncidentState.ACTING])
+
+    def _count(self, states: list[IncidentState]) -> None:
+        for state in states:
             self.metrics.incident_transitions.labels(state=state.value).inc()
-        incident.state = state
-        incident.reason = reason
 
     async def _save(self, incident: Incident, *, notify: bool = True) -> None:
         """Write the incident, keeping what the notifier stored meanwhile (the Slack ref)."""
@@ -456,21 +454,17 @@ class RollbackService:
             model = self.policy.lookup(saved.cluster, saved.namespace, saved.model)
             self.notifier.incident_changed(saved, model.slack_channel if model else None)
 
-    async def _event(
-        self,
-        kube: KubeClient,
-        executor: Executor,
-        model: ModelPolicy,
-        reason: str,
-        note: str,
-        event_type: str = "Normal",
-    ) -> None:
-        if self.dry_run:
+    def _event(self, target: _Target, reason: str, note: str, event_type: str = "Normal") -> None:
+        """Post an Event in the background: reporting never blocks the work."""
+        if self.dry_run or target.kube is None or target.executor is None:
             return
-        await audit.post_event(
-            kube,
+        model = target.resolved.model
+        if model is None:
+            return
+        self.events.post(
+            target.kube,
             audit.event_body(
-                regarding=executor.regarding(model),
+                regarding=target.executor.regarding(model),
                 reason=reason,
                 note=note,
                 at=self.clock(),
@@ -480,17 +474,14 @@ class RollbackService:
         )
 
 
-def _what(job: Job) -> str:
-    if job.kind is JobKind.ALERT:
-        return f"{job.status} alert {job.labels.get('alertname', '?')} ({job.trigger or '-'})"
-    return f"{job.kind.value} by {job.actor}" + (f": {job.reason}" if job.reason else "")
-
-
-def _inputs(workload: Workload, facts: Facts) -> dict[str, Any]:
+def _inputs(workload: Workload | None, facts: Facts) -> dict[str, Any]:
+    if workload is None:
+        return {"view": None, "problem": facts.workload_problem}
     view = workload.view
     return {
         "workload": f"{view.namespace}/{view.name}",
         "resource_version": view.resource_version,
+        "generation": view.generation,
         "serving_version": view.serving_version,
         "serving_revision": view.serving_revision,
         "became_current_at": view.became_current_at.isoformat() if view.became_current_at else None,
@@ -498,5 +489,5 @@ def _inputs(workload: Workload, facts: Facts) -> dict[str, Any]:
         "gitops": view.gitops,
         "candidates": [(r.number, r.version, r.bad) for r in view.candidates],
         "recent_rollbacks": len(facts.recent_rollbacks),
-        "forced": facts.forced,
+        "global_paused": facts.global_paused,
     }

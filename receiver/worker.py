@@ -322,7 +322,7 @@ class WorkerPool:
                     log.warning("cannot renew lease %s: %s", name, e)
 
 
-Restore = Callable[[], Awaitable[None]]
+Restore = Callable[[], Awaitable[object]]
 
 
 async def supervise(
@@ -351,13 +351,15 @@ async def supervise(
                 await store.ensure_group()
                 await restore()
                 await store.set_epoch(uuid.uuid4().hex)
-                log.info("start-up facts read; taking jobs")
+                log.info("epoch set; taking jobs")
             readiness.unblock("startup")
             stats = await store.queue_stats()
             metrics.queue_depth.set(stats.depth)
             metrics.queue_lag.set(stats.oldest_age_seconds)
         except StoreUnavailable as e:
-            readiness.block("redis", str(e))
+            # /readyz is unauthenticated: say what is wrong, never the address or the text.
+            log.warning("Redis unavailable: %s", e)
+            readiness.block("redis", "Redis is unreachable or failing; see the receiver's log")
         except Exception as e:  # restore failed: stay unready and try again
             log.exception("re-reading start-up facts failed")
             readiness.block("startup", f"re-reading start-up facts failed: {e}")

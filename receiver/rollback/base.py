@@ -1,19 +1,21 @@
 """What every rollback strategy provides to the service, and the values it returns.
 
 A strategy reads its workload fresh into a ``WorkloadView``, applies a decision with one
-optimistic-concurrency write that also carries our annotations, reports the rollout of the
-restored version, and pauses automation on its workload. It decides nothing: ``decide`` does.
+optimistic-concurrency write that also carries our annotations, marks the bad revision,
+reports the rollout of the restored version, and pauses automation on its workload. It
+decides nothing: ``decide`` does. kubectl's ``Rollbacker``, one per strategy.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
-from receiver.decide import Decision, WorkloadView
-from receiver.health import RolloutStatus
-from receiver.k8s import KubeClient
+from receiver.clients.k8s import KubeClient
+from receiver.decide import Decision
+from receiver.models import RolloutStatus, WorkloadView
 from receiver.policy import ModelPolicy
 
 
@@ -36,9 +38,13 @@ class Applied:
 
 
 class Executor(Protocol):
-    """One strategy's reads and writes (kubectl's Rollbacker, one per kind)."""
+    """One strategy's reads and writes."""
 
     name: str
+
+    def workload_key(self, model: ModelPolicy) -> str:
+        """The object our writes change (``namespace/kind/name``): the per-workload lease
+        is held on it, so two models served by one workload never act at once."""
 
     async def read(self, kube: KubeClient, model: ModelPolicy) -> Workload:
         """GET the workload fresh; raises KubeError subclasses."""
@@ -48,22 +54,27 @@ class Executor(Protocol):
         kube: KubeClient,
         workload: Workload,
         decision: Decision,
-        annotations: Mapping[str, str],
+        annotations: Mapping[str, str | None],
         *,
         dry_run: bool,
     ) -> Applied:
         """Make the change: one write with a resourceVersion precondition (409 on a race)."""
 
     async def mark_bad(
-        self, kube: KubeClient, workload: Workload, incident_id: str, *, dry_run: bool
+        self, kube: KubeClient, workload: Workload, bad_revision: str, incident_id: str
     ) -> None:
-        """Mark the bad revision so it is never chosen as a target again."""
+        """Mark the bad revision so it is never chosen as a target again (idempotent)."""
 
     async def rollout(self, kube: KubeClient, model: ModelPolicy) -> RolloutStatus:
         """How far the restored version's rollout is, as kubectl would judge it."""
 
-    async def pause(self, kube: KubeClient, model: ModelPolicy, reason: str) -> None:
-        """Pause automation for this model (an annotation on its workload)."""
+    async def annotate(
+        self, kube: KubeClient, model: ModelPolicy, annotations: Mapping[str, str | None]
+    ) -> None:
+        """Set (or with None remove) our annotations on the workload (pause, resume...)."""
+
+    async def last_change(self, kube: KubeClient, model: ModelPolicy) -> datetime | None:
+        """When we last changed the workload (start-up facts after Redis data loss)."""
 
     def regarding(self, model: ModelPolicy) -> dict[str, str]:
         """The object Events about this model are attached to."""

@@ -9,19 +9,32 @@ HPA may own it) and ReplicaSets are never deleted: history stays in place.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 
-from receiver.decide import ANNOTATION_PAUSED, Decision
-from receiver.health import RolloutStatus, current_template_hash, rollout_status
-from receiver.k8s import KubeClient, selector_string
+from receiver import annotations as ours
+from receiver.clients.k8s import KubeClient
+from receiver.decide import Decision
+from receiver.kinds.deployment import (
+    current_template_hash,
+    deployment_view,
+    mark_bad_patch,
+    rollout_status,
+    selector_string,
+    template_matches,
+    undo_patch,
+)
+from receiver.models import RolloutStatus
 from receiver.policy import ModelPolicy
 from receiver.rollback.base import Applied, Workload
-from receiver.workload import deployment_view, mark_bad_patch, template_matches, undo_patch
 
 
 class RolloutUndo:
     """The Deployment strategy, chosen by name ``rollout-undo``."""
 
     name = "rollout-undo"
+
+    def workload_key(self, model: ModelPolicy) -> str:
+        return f"{model.namespace}/deployment/{model.deployment_name}"
 
     async def read(self, kube: KubeClient, model: ModelPolicy) -> Workload:
         deployment = await kube.get_deployment(model.namespace, model.deployment_name)
@@ -35,7 +48,7 @@ class RolloutUndo:
         kube: KubeClient,
         workload: Workload,
         decision: Decision,
-        annotations: Mapping[str, str],
+        annotations: Mapping[str, str | None],
         *,
         dry_run: bool,
     ) -> Applied:
@@ -44,7 +57,10 @@ class RolloutUndo:
             raise ValueError(f"decision {decision.reason!r} has no target to roll back to")
         deployment = workload.objects["deployment"]
         already = template_matches(deployment, target)
-        patch = undo_patch(deployment, target, annotations)
+        # The generation our write produces: a template change bumps it by exactly one.
+        generation = workload.view.generation + (0 if already else 1)
+        marks = {**annotations, ours.GENERATION: str(generation)}
+        patch = undo_patch(deployment, target, marks)
         result = await kube.patch_deployment(
             workload.view.namespace, workload.view.name, patch, dry_run=dry_run
         )
@@ -58,14 +74,15 @@ class RolloutUndo:
         return Applied(True, f"rolled back to {target.version} (revision {target.number})", rv)
 
     async def mark_bad(
-        self, kube: KubeClient, workload: Workload, incident_id: str, *, dry_run: bool
+        self, kube: KubeClient, workload: Workload, bad_revision: str, incident_id: str
     ) -> None:
-        serving = workload.view.serving
-        if serving is None or serving.bad:
-            return
-        await kube.patch_replicaset(
-            workload.view.namespace, serving.name, mark_bad_patch(incident_id), dry_run=dry_run
-        )
+        view = workload.view
+        revisions = [*view.candidates, *([view.serving] if view.serving else [])]
+        for revision in revisions:
+            if str(revision.number) == bad_revision and not revision.bad:
+                await kube.patch_replicaset(
+                    view.namespace, revision.name, mark_bad_patch(incident_id)
+                )
 
     async def rollout(self, kube: KubeClient, model: ModelPolicy) -> RolloutStatus:
         deployment = await kube.get_deployment(model.namespace, model.deployment_name)
@@ -76,12 +93,18 @@ class RolloutUndo:
             deployment, pods, current_hash=current_template_hash(deployment, replicasets)
         )
 
-    async def pause(self, kube: KubeClient, model: ModelPolicy, reason: str) -> None:
+    async def annotate(
+        self, kube: KubeClient, model: ModelPolicy, annotations: Mapping[str, str | None]
+    ) -> None:
         await kube.patch_deployment(
             model.namespace,
             model.deployment_name,
-            {"metadata": {"annotations": {ANNOTATION_PAUSED: reason[:250]}}},
+            {"metadata": {"annotations": dict(annotations)}},
         )
+
+    async def last_change(self, kube: KubeClient, model: ModelPolicy) -> datetime | None:
+        deployment = await kube.get_deployment(model.namespace, model.deployment_name)
+        return ours.changed_at(deployment.get("metadata", {}).get("annotations") or {})
 
     def regarding(self, model: ModelPolicy) -> dict[str, str]:
         return {

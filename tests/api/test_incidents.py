@@ -73,6 +73,8 @@ async def test_items_have_the_documented_schema_and_rfc3339_utc_times(api):
         "triggers",
         "times",
         "actors",
+        "kind",
+        "acknowledgement",
     }
     assert set(item["times"]) == {
         "alert_started",

@@ -8,26 +8,32 @@ from typing import Any
 
 import pytest
 
+from receiver.annotations import BAD as ANNOTATION_BAD
+from receiver.annotations import CHANGED_AT as ANNOTATION_CHANGED_AT
+from receiver.annotations import INCIDENT as ANNOTATION_INCIDENT
+from receiver.annotations import PAUSED as ANNOTATION_PAUSED
+from receiver.annotations import ROLLED_BACK_FROM as ANNOTATION_ROLLED_BACK_FROM
+from receiver.annotations import ROLLED_BACK_FROM_REVISION as ANNOTATION_ROLLED_BACK_FROM_REVISION
+from receiver.annotations import ROLLED_BACK_TO as ANNOTATION_ROLLED_BACK_TO
+from receiver.annotations import ROLLED_BACK_TO_REVISION, rollback_annotations
 from receiver.decide import (
-    ANNOTATION_BAD,
-    ANNOTATION_CHANGED_AT,
-    ANNOTATION_INCIDENT,
-    ANNOTATION_PAUSED,
-    ANNOTATION_ROLLED_BACK_FROM,
-    ANNOTATION_ROLLED_BACK_FROM_REVISION,
-    ANNOTATION_ROLLED_BACK_TO,
     CAUSALITY_TOLERANCE_SECONDS,
     Action,
     Decision,
     Facts,
-    Revision,
-    WorkloadView,
-    decide,
-    rollback_annotations,
     select_target,
 )
-from receiver.models import IncidentState, Job, JobKind, incident_id, rfc3339
-from receiver.policy import Mode, parse_policy
+from receiver.decide import decide as decide_resolved
+from receiver.models import (
+    IncidentState,
+    Job,
+    JobKind,
+    Revision,
+    WorkloadView,
+    incident_id,
+    rfc3339,
+)
+from receiver.policy import Mode, Policy, parse_policy, resolve
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 BECAME = NOW - timedelta(hours=1)
@@ -90,6 +96,23 @@ def make_view(**changes: Any) -> WorkloadView:
 
 def facts(**changes: Any) -> Facts:
     return replace(Facts(now=NOW), **changes)
+
+
+def decide(job: Job, policy: Policy, view: WorkloadView | None, facts: Facts) -> Decision:
+    """The table with the policy resolved for the job, as the service resolves it once."""
+    return decide_resolved(job, resolve(policy, job), view, facts)
+
+
+def annotations_of(decision: Decision, *, at: datetime) -> dict[str, str]:
+    assert decision.target is not None
+    return rollback_annotations(
+        incident_id=decision.incident_id,
+        bad_version=decision.bad_version,
+        bad_revision=decision.bad_revision,
+        target_version=decision.target.version,
+        target_revision=str(decision.target.number),
+        at=at,
+    )
 
 
 def applied_annotations(bad_version: str = "v3", revision: str = "3") -> dict[str, str]:
@@ -196,10 +219,11 @@ CASES = [
         labels={"cluster": "eu-1"},
     ),
     case("rule2-off-records", Action.RECORD, "mode_off", labels={"model": "quiet"}),
+    # Notify recommends only what rules 3-7 allow: without a view there is nothing to check.
     case(
         "rule2-notify-without-a-view",
         Action.NOTIFY,
-        "mode_notify",
+        "workload_unavailable",
         labels={"model": "exp-model"},
         no_view=True,
     ),
@@ -401,17 +425,20 @@ CASES = [
         labels={"model": "exp-model"},
         facts={"forced": True},
     ),
+    # A person's rollback is not automation: mode off and our pauses do not stop it.
     case(
-        "forced-refused-in-off-mode",
-        Action.REFUSE,
-        "mode_off",
+        "forced-acts-in-off-mode",
+        Action.ROLLBACK,
+        "forced",
+        "v2",
         labels={"model": "quiet"},
         facts={"forced": True},
     ),
     case(
-        "forced-refused-while-paused",
-        Action.REFUSE,
-        "paused",
+        "forced-acts-while-paused",
+        Action.ROLLBACK,
+        "forced",
+        "v2",
         facts={"forced": True, "global_paused": True},
     ),
     case(
@@ -495,6 +522,11 @@ def run(
     fact_changes: dict[str, Any],
     job_changes: dict[str, Any],
 ) -> Decision:
+    fact_changes = dict(fact_changes)
+    if fact_changes.pop("forced", False):
+        job_changes = {**job_changes, "kind": JobKind.FORCE}
+    if "actor" in fact_changes:
+        job_changes = {**job_changes, "actor": fact_changes.pop("actor")}
     job = make_job(**labels).model_copy(update=job_changes)
     view = None if view_changes is None else make_view(**view_changes)
     return decide(job, POLICY, view, facts(**fact_changes))
@@ -524,7 +556,7 @@ def test_the_incident_id_names_the_bad_version_and_the_revision_running_it() -> 
 
 def test_the_incident_id_is_the_same_before_and_after_our_rollback() -> None:
     before = decide(make_job(), POLICY, make_view(), facts())
-    annotations = rollback_annotations(before, at=NOW - timedelta(minutes=2))
+    annotations = annotations_of(before, at=NOW - timedelta(minutes=2))
     after = decide(
         make_job(), POLICY, make_view(**{**AFTER_OUR_UNDO, "annotations": annotations}), facts()
     )
@@ -535,19 +567,14 @@ def test_the_incident_id_is_the_same_before_and_after_our_rollback() -> None:
 
 def test_rollback_annotations_record_the_change() -> None:
     decision = decide(make_job(), POLICY, make_view(), facts())
-    assert rollback_annotations(decision, at=NOW) == {
+    assert annotations_of(decision, at=NOW) == {
         ANNOTATION_INCIDENT: decision.incident_id,
         ANNOTATION_CHANGED_AT: "2026-11-25T12:00:00Z",
         ANNOTATION_ROLLED_BACK_FROM: "v3",
         ANNOTATION_ROLLED_BACK_FROM_REVISION: "3",
         ANNOTATION_ROLLED_BACK_TO: "v2",
+        ROLLED_BACK_TO_REVISION: "2",
     }
-
-
-def test_rollback_annotations_need_a_target() -> None:
-    decision = decide(make_job(), POLICY, make_view(candidates=()), facts())
-    with pytest.raises(ValueError, match="no target"):
-        rollback_annotations(decision, at=NOW)
 
 
 def test_a_no_longer_serving_alert_joins_the_incident_of_our_rollback() -> None:
@@ -569,7 +596,7 @@ def test_a_forced_job_without_a_version_is_about_the_serving_version() -> None:
         labels={"namespace": "ml-prod", "model": "fraud-scorer"},
         actor="api:alice",
     )
-    decision = decide(job, POLICY, make_view(), facts(forced=True, actor="api:alice"))
+    decision = decide(job, POLICY, make_view(), facts())
     assert decision.action is Action.ROLLBACK
     assert decision.bad_version == "v3"
     assert "api:alice" in decision.detail

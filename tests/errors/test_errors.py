@@ -7,6 +7,7 @@ import json
 import aiohttp
 import pytest
 
+from receiver.clients.k8s import error_from_status
 from receiver.errors import (
     TEXT_ERROR_MAX_SIZE,
     KubeConflict,
@@ -18,7 +19,6 @@ from receiver.errors import (
     ReceiverError,
     TemporaryError,
 )
-from receiver.k8s import error_from_status
 
 
 def status_body(code: int, reason: str, message: str, **details: object) -> str:

@@ -10,8 +10,8 @@ from textwrap import dedent
 import pytest
 
 from receiver.errors import ConfigError
-from receiver.models import HealthPaths
 from receiver.policy import (
+    HealthPaths,
     Mode,
     Policy,
     Strategy,

@@ -34,20 +34,23 @@ def alert_started(name: str = "firing_single", index: int = 0) -> datetime:
 
 
 def backdate_current(kube: Any, at: datetime, namespace: str = NS, name: str = MODEL) -> None:
-    """Make the serving ReplicaSet (and the Deployment's Progressing update) date from ``at``.
+    """Make the serving version's ReplicaSets (and the Deployment's Progressing update) date
+    from ``at``.
 
     The captured alerts started at a fixed moment; the stand-in's objects are created now.
-    Moving the creation back keeps the causality gate's inputs as they were in reality.
+    Moving the creation back keeps the causality gate's inputs as they were in reality. Every
+    ReplicaSet of the Deployment that runs the serving version moves: the version (not the
+    pod template) is what became current.
     """
     store = kube.store
     deployment = copy.deepcopy(store.get("deployments", namespace, name))
-    revision = deployment["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+    version_label = "app.kubernetes.io/version"
+    version = deployment["spec"]["template"]["metadata"]["labels"].get(version_label)
     stamp = rfc3339(at.replace(microsecond=0))
     for rs in store.items("replicasets", namespace):
-        if (
-            rs["metadata"].get("annotations", {}).get("deployment.kubernetes.io/revision")
-            == revision
-        ):
+        owners = [o.get("name") for o in rs["metadata"].get("ownerReferences", [])]
+        labels = rs["spec"]["template"]["metadata"].get("labels", {})
+        if name in owners and labels.get(version_label) == version:
             rs = copy.deepcopy(rs)
             rs["metadata"]["creationTimestamp"] = stamp
             store.update("replicasets", rs)

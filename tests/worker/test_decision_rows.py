@@ -17,8 +17,9 @@ import pytest
 import yaml
 
 from receiver import keys
+from receiver.annotations import BAD as ANNOTATION_BAD
+from receiver.annotations import PAUSED as ANNOTATION_PAUSED
 from receiver.app import NOTIFIER
-from receiver.decide import ANNOTATION_BAD, ANNOTATION_PAUSED
 from receiver.models import rfc3339
 from tests.conftest import Delivery, wait_for
 from tests.standins.slack import TOKEN as SLACK_TOKEN
@@ -451,9 +452,12 @@ async def test_second_rollback_within_the_cooldown_is_refused(world, delivery):
     # v3 serves again and the same alert fires anew: same fingerprint, a new startsAt.
     await deliver(client, alert(delivery, starts_at=REFIRED))
     items = await decided(client, jobs=2)
-    assert len(items) == 2, items
-    second = next(i for i in items if i["id"] != first["id"])
+    # The redeployed bad version reopens the incident of its first rollback (design.md).
+    assert len(items) == 1, items
+    second = items[0]
+    assert second["id"] == first["id"]
     assert (second["state"], second["reason"]) == ("refused", "cooldown")
+    assert "reopened" in await events_of(client, second)
     assert second["bad_version"] == "v3"
     # A version we rolled back serves again: people are paged whatever the decision.
     assert "escalated" in await events_of(client, second)
@@ -470,9 +474,12 @@ async def test_rollbacks_beyond_max_rollbacks_are_refused(world, delivery, tmp_p
 
     await deliver(client, alert(delivery, starts_at=REFIRED))
     items = await decided(client, jobs=2)
-    assert len(items) == 2, items
-    second = next(i for i in items if i["id"] != first["id"])
+    # The redeployed bad version reopens the incident of its first rollback (design.md).
+    assert len(items) == 1, items
+    second = items[0]
+    assert second["id"] == first["id"]
     assert (second["state"], second["reason"]) == ("refused", "max_rollbacks")
+    assert "reopened" in await events_of(client, second)
     assert len(template_changes(world)) == 1
     assert resource_version(world.kube) == rv
     assert serving_version(world.kube) == "v3"

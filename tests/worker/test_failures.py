@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from receiver import keys
-from receiver.decide import ANNOTATION_PAUSED
+from receiver.annotations import PAUSED as ANNOTATION_PAUSED
 from tests.conftest import wait_for
 from tests.worker.conftest import MODEL, NS, serving_version, write_policy
 from tests.worker.test_rollback import (

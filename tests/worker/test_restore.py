@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from receiver.app import restore_facts
-from receiver.decide import ANNOTATION_CHANGED_AT
-from receiver.k8s import Clusters
+from receiver.annotations import CHANGED_AT as ANNOTATION_CHANGED_AT
+from receiver.clients.k8s import Clusters
 from receiver.policy import load_policy
+from receiver.restore import restore_facts
 from receiver.store import MemoryStore
 from tests.worker.conftest import MODEL, NS
 

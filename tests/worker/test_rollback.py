@@ -7,13 +7,11 @@ from collections import Counter
 from typing import Any
 
 from receiver import keys
-from receiver.decide import (
-    ANNOTATION_BAD,
-    ANNOTATION_CHANGED_AT,
-    ANNOTATION_INCIDENT,
-    ANNOTATION_ROLLED_BACK_FROM,
-    ANNOTATION_ROLLED_BACK_TO,
-)
+from receiver.annotations import BAD as ANNOTATION_BAD
+from receiver.annotations import CHANGED_AT as ANNOTATION_CHANGED_AT
+from receiver.annotations import INCIDENT as ANNOTATION_INCIDENT
+from receiver.annotations import ROLLED_BACK_FROM as ANNOTATION_ROLLED_BACK_FROM
+from receiver.annotations import ROLLED_BACK_TO as ANNOTATION_ROLLED_BACK_TO
 from tests.conftest import ADMIN_TOKEN, wait_for
 from tests.worker.conftest import MODEL, NS, serving_version
 

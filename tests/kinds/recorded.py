@@ -1,4 +1,4 @@
-"""Recorded Kubernetes objects (tests/health/data) and small edits of them."""
+"""Recorded Kubernetes objects (tests/kinds/data) and small edits of them."""
 
 from __future__ import annotations
 

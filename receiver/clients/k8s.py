@@ -268,12 +268,6 @@ class KubeClient:
         )
 
 
-def selector_string(selector: Mapping[str, Any] | None) -> str:
-    """A label selector (``matchLabels`` only) as the API's query string."""
-    labels = (selector or {}).get("matchLabels") or {}
-    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-
-
 class Clusters:
     """Clients per cluster: the alert's ``cluster`` label selects a kubeconfig context.
 
@@ -288,17 +282,32 @@ class Clusters:
         self._kubeconfig = kubeconfig
         self._timeout = request_timeout
         self._clients: dict[str, KubeClient] = {}
+        self._failures: dict[str, ConfigError] = {}
         self._lock = asyncio.Lock()
 
     async def get(self, cluster: str = "") -> KubeClient:
+        """The cluster's client; ``ConfigError`` when its configuration cannot load.
+
+        A configuration that failed to load is not tried again on every job (it is a file
+        or a service account: it does not heal by itself), and it is logged once."""
         client = self._clients.get(cluster)
         if client is not None:
             return client
+        failure = self._failures.get(cluster)
+        if failure is not None:
+            raise failure
         async with self._lock:
             if cluster not in self._clients:
-                self._clients[cluster] = await KubeClient.connect(
-                    self._kubeconfig, context=cluster or None, request_timeout=self._timeout
-                )
+                try:
+                    self._clients[cluster] = await KubeClient.connect(
+                        self._kubeconfig, context=cluster or None, request_timeout=self._timeout
+                    )
+                except ConfigError as e:
+                    self._failures[cluster] = e
+                    log.warning(
+                        "Kubernetes %s: %s", f"cluster {cluster!r}" if cluster else "access", e
+                    )
+                    raise
             return self._clients[cluster]
 
     async def close(self) -> None:

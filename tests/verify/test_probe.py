@@ -16,8 +16,9 @@ from aiohttp import web
 from aiohttp.test_utils import unused_port
 
 from receiver.errors import TEXT_ERROR_MAX_SIZE
-from receiver.health import Verdict, probe_model
-from receiver.models import HealthPaths
+from receiver.models import Verdict
+from receiver.policy import HealthPaths
+from receiver.verify.probe import probe_model
 from tests.standins.model_server import DEPENDENCIES_PATH, MakeModelServer, ModelServer
 
 SAMPLE = {

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from receiver.health import RolloutStatus, current_template_hash, rollout_status
-from tests.health.recorded import items, load, pod_of
+from receiver.kinds.deployment import current_template_hash, rollout_status
+from receiver.models import RolloutStatus
+from tests.kinds.recorded import items, load, pod_of
 
 V1_HASH = "5c559f9b8b"
 V2_HASH = "8849dc8dd"

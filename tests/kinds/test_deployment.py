@@ -11,29 +11,24 @@ from typing import Any
 
 import pytest
 
-from receiver.decide import (
-    ANNOTATION_BAD,
-    ANNOTATION_CHANGED_AT,
-    ANNOTATION_INCIDENT,
-    ANNOTATION_ROLLED_BACK_TO,
-    Action,
-    Facts,
-    Revision,
-    decide,
-    rollback_annotations,
-)
-from receiver.models import Job
-from receiver.policy import parse_policy
-from receiver.workload import (
+from receiver.annotations import BAD as ANNOTATION_BAD
+from receiver.annotations import CHANGED_AT as ANNOTATION_CHANGED_AT
+from receiver.annotations import INCIDENT as ANNOTATION_INCIDENT
+from receiver.annotations import ROLLED_BACK_TO as ANNOTATION_ROLLED_BACK_TO
+from receiver.annotations import rollback_annotations
+from receiver.decide import Action, Facts, decide
+from receiver.kinds.deployment import (
     deployment_view,
     gitops_manager,
     mark_bad_patch,
-    merge_patch_to,
     pod_template,
     template_matches,
     undo_patch,
     unmark_bad_patch,
 )
+from receiver.kinds.merge_patch import merge_patch_to
+from receiver.models import Job, Revision
+from receiver.policy import parse_policy, resolve
 from tests.standins.kube.patch import apply_merge_patch
 
 KUBE_FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "kubernetes"
@@ -278,13 +273,21 @@ def test_a_bad_v3_is_rolled_back_to_v2_and_the_re_driven_job_verifies(v3: Any, u
         starts_at=now - timedelta(minutes=8),
         fingerprint="f",
     )
-    first = decide(job, POLICY, deployment_view(*v3), Facts(now=now))
+    first = decide(job, resolve(POLICY, job), deployment_view(*v3), Facts(now=now))
     assert first.action is Action.ROLLBACK
     assert first.target is not None and (first.target.number, first.target.version) == (2, "v2")
 
     # The state after our PATCH: the recorded undo plus the annotations the patch carries.
     deployment, replicasets = copy.deepcopy(undone)
-    annotations = rollback_annotations(first, at=now)
+    assert first.target is not None
+    annotations = rollback_annotations(
+        incident_id=first.incident_id,
+        bad_version=first.bad_version,
+        bad_revision=first.bad_revision,
+        target_version=first.target.version,
+        target_revision=str(first.target.number),
+        at=now,
+    )
     deployment["metadata"]["annotations"].update(annotations)
     view = deployment_view(deployment, replicasets)
     assert view.made_current_by_us
@@ -292,14 +295,14 @@ def test_a_bad_v3_is_rolled_back_to_v2_and_the_re_driven_job_verifies(v3: Any, u
     assert view.annotations[ANNOTATION_ROLLED_BACK_TO] == "v2"
     assert view.annotations[ANNOTATION_CHANGED_AT] == "2026-11-25T09:00:00Z"
 
-    again = decide(job, POLICY, view, Facts(now=now + timedelta(seconds=40)))
+    again = decide(job, resolve(POLICY, job), view, Facts(now=now + timedelta(seconds=40)))
     assert again.action is Action.VERIFY
     assert again.incident_id == first.incident_id
     assert again.target is not None and again.target.version == "v2"
 
     # A later alert about v2, which we made current, is never acted on automatically.
     v2_job = job.model_copy(update={"labels": {**job.labels, "model_version": "v2"}})
-    v2_decision = decide(v2_job, POLICY, view, Facts(now=now + timedelta(hours=1)))
+    v2_decision = decide(v2_job, resolve(POLICY, v2_job), view, Facts(now=now + timedelta(hours=1)))
     assert (v2_decision.action, v2_decision.reason, v2_decision.escalate) == (
         Action.REFUSE,
         "made_current_by_us",

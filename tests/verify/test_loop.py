@@ -10,9 +10,12 @@ import aiohttp
 import pytest
 
 from receiver.errors import KubeNotFound, KubeUnavailable
-from receiver.health import RolloutStatus, Verdict, probe_model, rollout_status, verify
-from receiver.models import HealthPaths
-from tests.health.recorded import load
+from receiver.kinds.deployment import rollout_status
+from receiver.models import RolloutStatus, Verdict
+from receiver.policy import HealthPaths
+from receiver.verify.loop import verify
+from receiver.verify.probe import probe_model
+from tests.kinds.recorded import load
 from tests.standins.model_server import MakeModelServer
 
 WAITING = RolloutStatus(False, False, "Waiting for deployment spec update to be observed...")
@@ -151,11 +154,15 @@ async def test_an_api_server_hiccup_is_one_failed_poll() -> None:
     assert reads.calls == 2
 
 
-async def test_a_permanent_error_from_the_reader_propagates() -> None:
+async def test_a_permanent_error_from_the_reader_fails_verification_at_once() -> None:
+    # A 404 or 403 will not heal by waiting: the incident must not stay "acting" forever.
     reads = Script([KubeNotFound('deployments.apps "fraud-scorer" not found', status=404)])
 
-    with pytest.raises(KubeNotFound):
-        await run(reads, Script([HEALTHY]))
+    verdict = await run(reads, Script([HEALTHY]))
+
+    assert not verdict.healthy
+    assert "could not read the rollout" in verdict.reason
+    assert "not found" in verdict.reason
 
 
 async def test_a_timeout_error_of_the_reader_itself_propagates() -> None:

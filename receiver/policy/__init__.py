@@ -1,0 +1,50 @@
+"""The policy file: schema, loading with file positions, and resolution once per job."""
+
+from receiver.policy.load import check_policy, load_policy, parse_policy, summarize
+from receiver.policy.resolve import Resolved, resolve, resolve_model
+from receiver.policy.schema import (
+    CATEGORY_DATA_QUALITY,
+    CanarySpec,
+    ConfirmAfter,
+    ConfirmAfterOverride,
+    Defaults,
+    EffectiveSettings,
+    HealthPaths,
+    HealthSpec,
+    Mode,
+    ModelPolicy,
+    Overrides,
+    Policy,
+    Slots,
+    SlotUrls,
+    Strategy,
+    TierName,
+    Tiers,
+)
+
+__all__ = [
+    "CATEGORY_DATA_QUALITY",
+    "CanarySpec",
+    "ConfirmAfter",
+    "ConfirmAfterOverride",
+    "Defaults",
+    "EffectiveSettings",
+    "HealthPaths",
+    "HealthSpec",
+    "Mode",
+    "ModelPolicy",
+    "Overrides",
+    "Policy",
+    "Resolved",
+    "SlotUrls",
+    "Slots",
+    "Strategy",
+    "TierName",
+    "Tiers",
+    "check_policy",
+    "load_policy",
+    "parse_policy",
+    "resolve",
+    "resolve_model",
+    "summarize",
+]
