@@ -77,6 +77,7 @@ __all__ = [
     "BOT_SCOPES",
     "BOT_USER_ID",
     "METHODS",
+    "SCOPE_NEEDED",
     "SIGNING_SECRET",
     "TEAM_DOMAIN",
     "TEAM_ID",
