@@ -164,7 +164,7 @@ def test_the_http_manifest_sends_interactivity_to_the_receivers_actions_route() 
 
     url = urlsplit(interactivity["request_url"])
 
-    assert url.scheme == "https", "Slack sends interactivity to HTTPS request URLs only"
+    assert url.scheme == "https", "Slack needs an HTTPS request URL with a valid certificate"
     assert url.path == ACTIONS_PATH
     assert url.hostname == "rollback-receiver.example.com"
 
