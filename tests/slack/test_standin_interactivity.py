@@ -567,6 +567,8 @@ async def test_a_submission_payload_fills_the_opened_modal_as_slack_reports_it(
     assert payload["trigger_id"] and payload["response_urls"] == []
     with pytest.raises(AssertionError, match="rr_cause/rr_cause_select is empty"):
         slack.submission_payload(opened["id"], {"rr_note": {"rr_note_text": "why"}})
+    with pytest.raises(AssertionError, match="is a static_select"):
+        slack.submission_payload(opened["id"], {"rr_cause": {"rr_cause_select": "deploy"}})
     with pytest.raises(AssertionError, match="no input rr_root"):
         slack.submission_payload(opened["id"], {"rr_root": {"x": "y"}})
 

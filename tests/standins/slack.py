@@ -526,7 +526,12 @@ class SlackStandIn:
                     f"Slack would not submit modal {view_id}: required input "
                     f"{block_id}/{action_id} is empty"
                 )
-            if given is None and block["element"].get("type") == "static_select":
+            kind = block["element"].get("type")
+            assert not (isinstance(given, str) and kind != "plain_text_input"), (
+                f"input {block_id}/{action_id} is a {kind}: pass its state, e.g. "
+                "selected_option(value)"
+            )
+            if given is None and kind == "static_select":
                 given = {"type": "static_select", "selected_option": None}
             state.setdefault(block_id, {})[action_id] = given
         user = user_id or stored.user
