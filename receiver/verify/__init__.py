@@ -1,0 +1,1 @@
+"""Verification of a rollback: health probes, the wait for the rollout, confirmation."""
