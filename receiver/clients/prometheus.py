@@ -111,9 +111,7 @@ class PrometheusClient:
         result = data.get("result")
         try:
             if result_type == "vector":
-                return [
-                    Sample(dict(item["metric"]), *_point(item["value"])) for item in result
-                ]
+                return [Sample(dict(item["metric"]), *_point(item["value"])) for item in result]
             if result_type == "scalar":
                 return [Sample({}, *_point(result))]
         except (KeyError, TypeError, ValueError, IndexError) as e:

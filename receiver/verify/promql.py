@@ -355,9 +355,7 @@ def _window(node: Any) -> float:
         recorded = _recorded_window(selector.name)
         return node.range.total_seconds() + recorded + _offset_seconds(selector.offset)
     if isinstance(node, pp.SubqueryExpr):
-        return (
-            node.range.total_seconds() + _offset_seconds(node.offset) + _window(node.expr)
-        )
+        return node.range.total_seconds() + _offset_seconds(node.offset) + _window(node.expr)
     children: list[Any] = []
     if isinstance(node, pp.Call):
         children = list(node.args)

@@ -106,7 +106,11 @@ def test_every_model_alert_is_restricted_on_each_per_version_selector(
         if "model_version" in name.split(":", 1)[0]:
             per_version += 1
             assert version_matchers(after) == [(MODEL_VERSION_LABEL, "=", V)], name
-            assert ("namespace", "=", "ml-prod") in after and ("model", "=", "fraud-scorer") in after
+            assert ("namespace", "=", "ml-prod") in after and (
+                "model",
+                "=",
+                "fraud-scorer",
+            ) in after
             assert [m for m in after if m[0] not in (*MODEL, MODEL_VERSION_LABEL)] == before
         else:
             # namespace_model:..., tier:...: no model_version label, left as written.
@@ -132,7 +136,9 @@ def test_every_model_alert_checks_its_traffic_guard_for_data(rule: dict[str, Any
         assert guards == []
     else:
         assert len(guards) == 1
-        assert guards[0].startswith("(namespace_model_version") and 'model_version="v2"' in guards[0]
+        assert (
+            guards[0].startswith("(namespace_model_version") and 'model_version="v2"' in guards[0]
+        )
 
 
 @pytest.mark.parametrize("rule", META_ALERTS, ids=rule_id)
@@ -181,7 +187,8 @@ CASES = [
     ),
     pytest.param(
         'min_over_time(errors_total{model="m"}[10m:] @ start())',
-        'min_over_time(errors_total{model="m", namespace="ns", model_version="v2"}[10m:] @ start())',
+        'min_over_time(errors_total{model="m", namespace="ns", model_version="v2"}[10m:]'
+        " @ start())",
         id="subquery without step",
     ),
     pytest.param(
@@ -262,8 +269,7 @@ CASES = [
         id="selector without a metric name",
     ),
     pytest.param(
-        'label_replace(-errors_total{model="m"} * 1e-3, "dst", "$1", "src", "(.+)") '
-        "+ Inf - NaN",
+        'label_replace(-errors_total{model="m"} * 1e-3, "dst", "$1", "src", "(.+)") + Inf - NaN',
         'label_replace(-errors_total{model="m", namespace="ns", model_version="v2"} * 0.001, '
         '"dst", "$1", "src", "(.+)") + Inf - NaN',
         id="unary minus, numbers, string arguments",
@@ -288,9 +294,7 @@ def test_hand_made_expressions_are_restricted_exactly(
     # Prometheus reads our text as it reads the expected one, and our unrestricted
     # rendering as it reads the input: escapes, subqueries, modifiers survive.
     assert prometheus_format(prometheus, restricted) == prometheus_format(prometheus, expected)
-    assert prometheus_format(prometheus, render(parse(expr))) == prometheus_format(
-        prometheus, expr
-    )
+    assert prometheus_format(prometheus, render(parse(expr))) == prometheus_format(prometheus, expr)
 
 
 def test_a_version_with_quotes_and_backslashes_is_escaped(prometheus: PrometheusServer) -> None:
@@ -299,7 +303,10 @@ def test_a_version_with_quotes_and_backslashes_is_escaped(prometheus: Prometheus
     restricted = restrict_to_version('errors_total{model="m"}', version, SHORT)
 
     assert selectors(restricted) == [
-        ("errors_total", [("model", "=", "m"), ("namespace", "=", "ns"), ("model_version", "=", version)])
+        (
+            "errors_total",
+            [("model", "=", "m"), ("namespace", "=", "ns"), ("model_version", "=", version)],
+        )
     ]
     prometheus_format(prometheus, restricted)
 
@@ -398,7 +405,9 @@ def test_range_window_is_the_furthest_the_expression_reads_back(expr: str, secon
         ("ModelServingAccuracyBelowSLO", 1800),
     ],
 )
-def test_shipped_alerts_read_the_windows_of_their_recording_rules(alert: str, seconds: float) -> None:
+def test_shipped_alerts_read_the_windows_of_their_recording_rules(
+    alert: str, seconds: float
+) -> None:
     windows = {range_window_seconds(r["expr"]) for r in MODEL_ALERTS if r["alert"] == alert}
     assert windows == {seconds}
 
@@ -435,7 +444,9 @@ def test_the_expression_of_every_recorded_alert_is_read_from_its_generator_url()
 
 def test_a_recorded_generator_url_decodes_to_the_rule_expression() -> None:
     url = next(
-        a["generatorURL"] for a in fixture_alerts() if "model_feature_drift_psi" in a["generatorURL"]
+        a["generatorURL"]
+        for a in fixture_alerts()
+        if "model_feature_drift_psi" in a["generatorURL"]
     )
 
     assert extract_expr(url) == 'model_feature_drift_psi{model=~"ranker"} > 0.2'
