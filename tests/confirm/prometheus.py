@@ -46,6 +46,16 @@ PROMTOOL_TIMEOUT_SECONDS = 120.0
 BASE = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=6)
 
 
+def shipped_rules() -> list[dict[str, Any]]:
+    """Every rule of the shipped rule files, in file order, with the file's name."""
+    rules = []
+    for path in RULE_FILES:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                rules.append({**rule, "file": path.name, "group": group["name"]})
+    return rules
+
+
 def require(binary: str) -> str:
     path = shutil.which(binary)
     if path is None:

@@ -15,7 +15,6 @@ from typing import Any
 
 import promql_parser as pp
 import pytest
-import yaml
 
 from receiver.errors import PermanentError
 from receiver.verify.promql import (
@@ -29,7 +28,7 @@ from receiver.verify.promql import (
     restrict,
     restrict_to_version,
 )
-from tests.confirm.prometheus import RULE_FILES, PrometheusServer
+from tests.confirm.prometheus import PrometheusServer, shipped_rules
 from tests.conftest import AM_FIXTURES
 
 MODEL = {"namespace": "ml-prod", "model": "fraud-scorer"}
@@ -37,16 +36,7 @@ SHORT = {"namespace": "ns", "model": "m"}
 V = "v2"
 
 
-def load_rules() -> list[dict[str, Any]]:
-    rules = []
-    for path in RULE_FILES:
-        for group in yaml.safe_load(path.read_text())["groups"]:
-            for rule in group["rules"]:
-                rules.append({**rule, "file": path.name})
-    return rules
-
-
-RULES = load_rules()
+RULES = shipped_rules()
 ALERTS = [r for r in RULES if "alert" in r]
 MODEL_ALERTS = [r for r in ALERTS if r.get("labels", {}).get("remediation") == "rollback"]
 META_ALERTS = [r for r in ALERTS if r.get("labels", {}).get("remediation") != "rollback"]
