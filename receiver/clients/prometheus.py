@@ -41,13 +41,23 @@ class PrometheusError(ReceiverError):
 
 
 class PrometheusUnavailable(PrometheusError, TemporaryError):
-    """Prometheus is unreachable, too slow, failing (5xx) or throttling (429)."""
+    """Prometheus is unreachable, too slow, failing (5xx) or throttling (429).
+
+    ``retry_after`` is the server's ``Retry-After`` in seconds when it sent one; it is
+    then also the ``delay``.
+    """
 
     def __init__(
-        self, message: str, *, status: int = 0, error_type: str = "", delay: float = 1.0
+        self,
+        message: str,
+        *,
+        status: int = 0,
+        error_type: str = "",
+        retry_after: float | None = None,
     ) -> None:
         PrometheusError.__init__(self, message, status=status, error_type=error_type)
-        self.delay = delay
+        self.retry_after = retry_after
+        self.delay = retry_after if retry_after is not None else 1.0
 
 
 class PrometheusQueryError(PrometheusError, PermanentError):
@@ -216,7 +226,7 @@ def _error(
     detail += f": {truncate(message)}" if message else ""
     if status == 429 or status >= 500:
         return PrometheusUnavailable(
-            detail, status=status, error_type=error_type, delay=_retry_after(retry_after)
+            detail, status=status, error_type=error_type, retry_after=_retry_after(retry_after)
         )
     if status in (400, 422) and error_type:
         return PrometheusQueryError(detail, status=status, error_type=error_type)
@@ -232,12 +242,13 @@ def _error(
     return PrometheusProtocolError(detail, status=status, error_type=error_type)
 
 
-def _retry_after(value: str) -> float:
+def _retry_after(value: str) -> float | None:
+    """Seconds of a ``Retry-After`` header; None when absent or not a number of seconds."""
     try:
         seconds = float(value)
     except ValueError:
-        return 1.0
-    return seconds if math.isfinite(seconds) and seconds >= 0 else 1.0
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _point(pair: Any) -> tuple[float, datetime]:

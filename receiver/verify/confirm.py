@@ -19,7 +19,7 @@ attempt evaluates, at one evaluation time (``clock()``):
 Otherwise ``confirmed`` with reason ``no_breach``.
 
 An unreachable, failing or throttling Prometheus (``TemporaryError``) is tried again
-every ``retry_interval`` (or its ``Retry-After``, if longer) until ``deadline``, then
+every ``retry_interval`` (or after its ``Retry-After``, if longer) until ``deadline``, then
 ``prometheus_unavailable`` naming the last error; one that answers but is not the
 Prometheus API (401, 403, 404, not its JSON) is ``prometheus_unavailable`` at once. An
 expression that cannot be restricted, or that Prometheus rejects, is ``bad_expression``.
@@ -134,7 +134,8 @@ async def confirm(
         except PrometheusProtocolError as e:
             return _unavailable(restriction, attempts, e)
         except TemporaryError as e:
-            wait = max(retry_interval, e.delay)
+            # A throttling Prometheus's Retry-After is honoured when longer than ours.
+            wait = max(retry_interval, getattr(e, "retry_after", None) or 0.0)
             now = clock()
             remaining = (deadline - now).total_seconds()
             if remaining < wait:

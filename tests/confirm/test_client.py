@@ -259,7 +259,18 @@ async def test_retry_after_of_a_throttling_prometheus_is_the_delay(
     with pytest.raises(PrometheusUnavailable) as caught:
         await client.query("up")
 
-    assert caught.value.delay == 7.0
+    assert caught.value.retry_after == caught.value.delay == 7.0
+
+
+async def test_without_retry_after_the_delay_is_a_second(
+    serve: Callable[..., Coroutine[Any, Any, PrometheusClient]],
+) -> None:
+    client = await serve(answer(503, "down", {"Retry-After": "soon"}))
+
+    with pytest.raises(PrometheusUnavailable) as caught:
+        await client.query("up")
+
+    assert (caught.value.retry_after, caught.value.delay) == (None, 1.0)
 
 
 async def test_a_long_error_text_is_cut(

@@ -122,6 +122,7 @@ async def run(
     target: str,
     at: datetime,
     within: timedelta = timedelta(minutes=1),
+    retry: float = RETRY,
 ) -> tuple[Confirmation, Clock]:
     clock = Clock(at)
     result = await confirm(
@@ -131,7 +132,7 @@ async def run(
         model_labels={"namespace": NS, "model": model},
         deadline=at + within,
         clock=clock,
-        retry_interval=RETRY,
+        retry_interval=retry,
         sleep=clock.sleep,
     )
     return result, clock
@@ -355,6 +356,20 @@ async def test_a_port_nothing_listens_on_is_retried_until_the_deadline(
     assert "after 7 attempt(s)" in result.detail
     assert result.evaluated_at is None
     assert 'model_version="v2"' in result.query
+
+
+async def test_the_retry_interval_is_kept_when_prometheus_asks_for_no_delay(
+    front: Callable[..., Coroutine[Any, Any, PrometheusClient]],
+) -> None:
+    client = await front(503)
+
+    result, clock = await run(
+        client, ERROR_RATE.format(model="fraud-scorer"), model="fraud-scorer", target="v2",
+        at=T, within=timedelta(seconds=2), retry=0.5,
+    )  # fmt: skip
+
+    assert result.reason == "prometheus_unavailable"
+    assert result.attempts == 5 and clock.sleeps == [0.5] * 4
 
 
 async def test_a_prometheus_answering_503_is_retried_until_the_deadline(

@@ -7,6 +7,7 @@ Every expression written here is also read back by the real Prometheus
 from __future__ import annotations
 
 import json
+import random
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -467,3 +468,33 @@ def test_a_generator_url_with_more_parameters_and_plus_encoded_spaces() -> None:
     )
 
     assert extract_expr(url) == 'rate(x{model="a b"}[5m]) > 0'
+
+
+TOKENS = [
+    "x", 'y{model="m"}', 'x{a="\\\\"}', '"a\\"b"', "`raw`", "[5m]", "[5m:1m]", "[1h:]", "(", ")",
+    "-", "*", "/", "^", ">", "and", "unless", "or", "on", "ignoring", "(a)", "()", "group_left",
+    "bool", "sum", "by", "without", "topk(", "rate(", "absent(", "count_values(", "offset", "5m",
+    "@", "start()", "1e3", "2.5", "Inf", "NaN", "0x1f", ",", "{", "}", "=", "=~", "!~", ":",
+    "__name__", "é", " ", "#c\n",
+]  # fmt: skip
+
+
+def test_random_expressions_are_written_back_as_prometheus_reads_them(
+    prometheus: PrometheusServer,
+) -> None:
+    rng = random.Random(20240601)
+    checked = 0
+    while checked < 150:
+        expr = "".join(rng.choice(TOKENS) for _ in range(rng.randint(1, 14)))
+        try:
+            tree = pp.parse(expr)
+        except ValueError:
+            continue
+        url = f"{prometheus.url}/api/v1/format_query?{urllib.parse.urlencode({'query': expr})}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                expected = json.loads(resp.read())["data"]
+        except urllib.error.HTTPError:
+            continue  # the Rust parser accepts some syntax of later Prometheus versions
+        assert prometheus_format(prometheus, render(tree)) == expected, expr
+        checked += 1
