@@ -360,9 +360,7 @@ def test_no_role_grants_a_wildcard(rendered):
                 assert "*" not in rule[field_name], (role["metadata"]["name"], rule)
 
 
-def test_the_state_configmap_role_names_the_configmap_the_receiver_uses(
-    rendered, receiver_env
-):
+def test_the_receiver_uses_the_state_configmap_shipped(rendered, receiver_env):
     assert receiver_env["RECEIVER_STATE_CONFIGMAP"]["value"] == STATE_CONFIGMAP
     assert _one(rendered, "ConfigMap", STATE_CONFIGMAP)
 
