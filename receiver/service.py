@@ -30,7 +30,6 @@ from receiver.models import (
     IncidentState,
     Job,
     JobKind,
-    missing_labels,
     utcnow,
 )
 from receiver.notifier import Notifier
@@ -93,10 +92,6 @@ class RollbackService:
     # -- entry point ----------------------------------------------------------------------
 
     async def handle(self, job: Job, ctx: JobContext) -> None:
-        missing = missing_labels(job.labels)
-        if missing and job.kind is JobKind.ALERT:
-            self._not_attributable(job, missing)
-            return
         model = self.policy.lookup(job.cluster, job.namespace, job.model)
         if model is None:
             await self._decide_without_workload(job, None, "")
@@ -128,25 +123,6 @@ class RollbackService:
         )
 
     # -- steps --------------------------------------------------------------------------
-
-    def _not_attributable(self, job: Job, missing: list[str]) -> None:
-        log.warning(
-            "alert %s is not attributable (missing %s): no action",
-            job.labels.get("alertname", "?"),
-            ", ".join(missing),
-            extra={"alert_key": job.dedup_key, "labels": job.labels},
-        )
-        if self.notifier is not None and job.status == "firing":
-            self.notifier.notice_once(
-                f"not-attributable|{job.dedup_key}",
-                "Alert not attributable: no action",
-                [
-                    f"Alert `{job.labels.get('alertname', '?')}` lacks the label(s)"
-                    f" {', '.join(missing)}; the rule must aggregate by namespace, model and"
-                    " model_version.",
-                    f"Labels: {', '.join(f'{k}={v}' for k, v in sorted(job.labels.items()))}",
-                ],
-            )
 
     async def _decide_without_workload(
         self, job: Job, model: ModelPolicy | None, problem: str, *, strategy: str = ""
