@@ -45,6 +45,13 @@ async def test_unauthorised_or_wrong_type_is_refused(
     assert (await client.app[keys.STORE].queue_stats()).depth == 0
 
 
+async def test_a_token_set_with_a_trailing_newline_still_matches(make_client, delivery):
+    # A Secret made with `echo token | kubectl create secret ... --from-file` ends in "\n".
+    client = await make_client(webhook_token="test-token\n")
+    resp = await client.post(WEBHOOK, data=delivery("firing_single").body, headers=AUTH)
+    assert resp.status == 200
+
+
 @pytest.mark.parametrize(
     ("body", "needle"),
     [
