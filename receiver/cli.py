@@ -1,41 +1,73 @@
 """``rollback-receiver``: serve the receiver, check a policy file, or talk to a running one.
 
 ``serve`` and ``check-policy`` run locally; every other command calls a running receiver's
-API (``--url``, admin token from ``RECEIVER_ADMIN_TOKEN``). Exit codes: 0 ok, 1 the
-operation failed, 2 bad usage or configuration.
+API (``--url``, admin token from ``RECEIVER_ADMIN_TOKEN`` or the file named by
+``RECEIVER_ADMIN_TOKEN_FILE``; never from argv, where other users of the machine and
+shell histories would see it). Exit codes: 0 ok, 1 the operation failed, 2 bad usage or
+configuration, 3 no admin token to call the API with.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import os
+import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NO_TOKEN = 3
 
-# serve options -> Settings fields; each also read from its environment variable.
-_SERVE_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
-    ("--host", "host", {"help": "listen address (RECEIVER_HOST)"}),
-    ("--port", "port", {"type": int, "help": "listen port (RECEIVER_PORT, 8080)"}),
-    ("--webhook-token", "webhook_token", {"help": "Alertmanager bearer token"}),
-    ("--admin-token", "admin_token", {"help": "API bearer token"}),
-    ("--redis-url", "redis_url", {"help": "Redis URL; unset: embedded store"}),
-    ("--policy-file", "policy_file", {"help": "policy YAML file"}),
-    ("--prometheus-url", "prometheus_url", {"help": "Prometheus base URL"}),
-    ("--dedup-ttl", "dedup_ttl_seconds", {"help": "dedup memory, e.g. 10m"}),
-    ("--job-lease", "job_lease_seconds", {"help": "job and workload lease, e.g. 30s"}),
-    ("--max-body-bytes", "max_body_bytes", {"type": int, "help": "request body limit"}),
-    ("--key-prefix", "key_prefix", {"help": "Redis key prefix"}),
-    ("--audit-retention", "audit_retention_seconds", {"help": "history kept, e.g. 30d"}),
-    ("--log-format", "log_format", {"choices": ["json", "text"]}),
-    ("--slack-channel", "slack_channel", {"help": "default Slack channel"}),
-    ("--slack-api-url", "slack_api_url", {"help": "Slack Web API base URL"}),
-]
+
+class _Exit(Exception):
+    """Leave the command with ``code`` after printing ``message`` to stderr."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _error(message: str) -> None:
+    print(f"rollback-receiver: {message}", file=sys.stderr)
+
+
+# -- serve --------------------------------------------------------------------------------
+
+
+def serve_options() -> list[tuple[str, str, dict[str, Any]]]:
+    """(flag, field, argparse keywords) for every setting but the secrets.
+
+    Generated from the ``Settings`` fields so that a new setting is an option at once.
+    Values stay strings here: the settings validate them, so a bad value is reported the
+    same way from a flag or from the environment.
+    """
+    from enum import Enum
+
+    from receiver.settings import Settings, env_name, is_secret
+
+    out = []
+    for name, field in Settings.model_fields.items():
+        if is_secret(field):
+            continue
+        flag = "--" + name.removesuffix("_seconds").replace("_", "-")
+        summary = (field.description or "").split(". ")[0].strip().rstrip(".").replace("``", "")
+        kwargs: dict[str, Any] = {"help": f"{summary} ({env_name(name)})", "default": None}
+        if field.annotation is bool:
+            kwargs["action"] = "store_true"
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, Enum):
+            kwargs["choices"] = [m.value for m in field.annotation]
+        else:
+            kwargs["metavar"] = name.removesuffix("_seconds").upper()
+        out.append((flag, name, kwargs))
+    return out
 
 
 def _settings_from(args: argparse.Namespace) -> Any:
@@ -43,43 +75,81 @@ def _settings_from(args: argparse.Namespace) -> Any:
 
     overrides = {
         field: getattr(args, field)
-        for _, field, _ in _SERVE_OPTIONS
+        for _, field, _ in serve_options()
         if getattr(args, field, None) is not None
     }
-    if args.dry_run:
-        overrides["dry_run"] = True
-    if args.single_replica:
-        overrides["single_replica"] = True
     return Settings(**overrides)
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything starts, so a port in use fails first."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as e:
+        raise _Exit(EXIT_USAGE, f"cannot listen on {host}:{port}: {e} (set RECEIVER_HOST)") from e
+    try:
+        return socket.create_server((host, port), family=family, backlog=1024)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise _Exit(
+                EXIT_FAILED,
+                f"cannot listen on {host}:{port}: address in use (set RECEIVER_PORT or --port)",
+            ) from e
+        raise _Exit(EXIT_FAILED, f"cannot listen on {host}:{port}: {e.strerror}") from e
+
+
+async def _run_server(app: Any, sock: socket.socket) -> None:
+    """Serve on ``sock`` until SIGTERM or SIGINT, then drain and clean up."""
+    import logging
+
     from aiohttp import web
+
+    log = logging.getLogger("receiver")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.SockSite(runner, sock).start()
+        host, port = sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        log.info("listening on http://%s:%d", shown, port)
+        await stop.wait()
+        log.info("stopping: finishing requests and jobs in flight")
+    finally:
+        await runner.cleanup()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from pydantic import ValidationError
 
     from receiver.app import create_app
     from receiver.errors import ConfigError
     from receiver.logs import configure_logging
+    from receiver.settings import describe_errors
 
     try:
         settings = _settings_from(args)
     except ValidationError as e:
-        for err in e.errors():
-            name = ".".join(str(p) for p in err["loc"])
-            env = "RECEIVER_" + name.upper().removesuffix("_SECONDS")
-            print(f"rollback-receiver: setting {name} ({env}): {err['msg']}", file=sys.stderr)
-        return 2
+        for line in describe_errors(e):
+            _error(line)
+        return EXIT_USAGE
+    except ConfigError as e:
+        _error(str(e))
+        return EXIT_USAGE
     configure_logging(settings.log_format.value, settings.log_level)
-    import logging
-
     log = logging.getLogger("receiver")
     if settings.embedded:
         if os.environ.get("KUBERNETES_SERVICE_HOST") and not settings.single_replica:
-            print(
-                "rollback-receiver: no RECEIVER_REDIS_URL inside a cluster: the embedded store "
-                "is for a single replica only; set RECEIVER_REDIS_URL or pass --single-replica",
-                file=sys.stderr,
+            _error(
+                "no RECEIVER_REDIS_URL inside a cluster: the embedded store is for a single "
+                "replica only; set RECEIVER_REDIS_URL or pass --single-replica"
             )
-            return 2
+            return EXIT_USAGE
         log.warning(
             "no RECEIVER_REDIS_URL: using the embedded in-process store, single replica only; "
             "dedup, queue and history are lost on restart"
@@ -87,9 +157,13 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         app = create_app(settings)
     except ConfigError as e:
-        print(f"rollback-receiver: {e}", file=sys.stderr)
-        return 2
-    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
+        _error(str(e))
+        return EXIT_USAGE
+    sock = _bind(settings.host, settings.port)
+    try:
+        asyncio.run(_run_server(app, sock))
+    finally:
+        sock.close()
     return 0
 
 
@@ -98,26 +172,60 @@ def _check_policy(args: argparse.Namespace) -> int:
 
     ok, message = check_policy(Path(args.file))
     print(message, file=sys.stdout if ok else sys.stderr)
-    return 0 if ok else 1
+    return 0 if ok else EXIT_FAILED
+
+
+# -- API clients --------------------------------------------------------------------------
+
+
+def base_url(url: str) -> str:
+    """The receiver's base URL; ``host:port`` without a scheme means ``http://host:port``."""
+    from yarl import URL
+
+    text = url.strip().rstrip("/")
+    if "://" not in text:
+        text = "http://" + text
+    parsed = URL(text)
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise _Exit(
+            EXIT_USAGE,
+            f"--url {url!r} is not a receiver URL: use http://HOST:PORT (or RECEIVER_URL)",
+        )
+    return text
+
+
+def admin_token() -> str:
+    """The admin token from ``RECEIVER_ADMIN_TOKEN`` or ``RECEIVER_ADMIN_TOKEN_FILE``, trimmed."""
+    token = os.environ.get("RECEIVER_ADMIN_TOKEN", "").strip()
+    path = os.environ.get("RECEIVER_ADMIN_TOKEN_FILE", "")
+    if not token and path:
+        try:
+            token = Path(path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise _Exit(
+                EXIT_NO_TOKEN, f"RECEIVER_ADMIN_TOKEN_FILE={path}: cannot read the token ({e})"
+            ) from e
+    if not token:
+        raise _Exit(
+            EXIT_NO_TOKEN,
+            "no admin token: set RECEIVER_ADMIN_TOKEN, or RECEIVER_ADMIN_TOKEN_FILE to a file"
+            " holding it, to the receiver's admin token",
+        )
+    return token
 
 
 def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
-    """Call the running receiver; print a clear error and exit 1 when it fails."""
+    """Call the running receiver; ``_Exit`` with a clear message when that fails."""
     import aiohttp
 
-    token = os.environ.get("RECEIVER_ADMIN_TOKEN", "")
-    if not token:
-        print("rollback-receiver: set RECEIVER_ADMIN_TOKEN to call the API", file=sys.stderr)
-        raise SystemExit(2)
+    base = base_url(args.url)
+    token = admin_token()
 
     async def call() -> Any:
         timeout = aiohttp.ClientTimeout(total=args.timeout)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             async with session.request(
-                method,
-                args.url.rstrip("/") + path,
-                json=body,
-                headers={"Authorization": f"Bearer {token}"},
+                method, base + path, json=body, headers={"Authorization": f"Bearer {token}"}
             ) as resp:
                 text = await resp.text()
                 try:
@@ -126,17 +234,18 @@ def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> 
                     data = {"error": text[:200]}
                 if resp.status >= 400:
                     msg = data.get("error", text[:200]) if isinstance(data, dict) else text[:200]
-                    print(
-                        f"rollback-receiver: {method} {path}: {resp.status}: {msg}", file=sys.stderr
-                    )
-                    raise SystemExit(1)
+                    raise _Exit(EXIT_FAILED, f"{method} {path}: {resp.status}: {msg}")
                 return data
 
     try:
         return asyncio.run(call())
-    except (aiohttp.ClientError, TimeoutError) as e:
-        print(f"rollback-receiver: cannot reach {args.url}: {e}", file=sys.stderr)
-        raise SystemExit(1) from e
+    except (aiohttp.ClientError, TimeoutError, OSError) as e:
+        reason = str(e) or type(e).__name__
+        raise _Exit(
+            EXIT_FAILED,
+            f"cannot reach the receiver at {base} ({reason}): check --url (or RECEIVER_URL)"
+            " and that the receiver is running",
+        ) from e
 
 
 def _history(args: argparse.Namespace) -> int:
@@ -149,12 +258,16 @@ def _history(args: argparse.Namespace) -> int:
             ("state", args.state),
             ("since", args.since),
             ("limit", args.limit),
+            ("cursor", args.cursor),
         )
         if v
     }
     data = _api(args, "GET", "/api/incidents?" + urlencode(params))
     if args.json:
         print(json.dumps(data, indent=2))
+        return 0
+    if not data["items"]:
+        print("no incidents match")
         return 0
     for item in data["items"]:
         times = item["times"]
@@ -172,18 +285,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rollback-receiver",
         description="Roll degraded model versions back on Kubernetes, driven by Alertmanager.",
+        epilog="Exit codes: 0 ok, 1 failed, 2 bad usage or configuration, 3 no admin token.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the webhook receiver, workers and API")
-    for flag, field, kwargs in _SERVE_OPTIONS:
-        serve.add_argument(flag, dest=field, default=None, **kwargs)
-    serve.add_argument("--dry-run", action="store_true", help="decide and record, change nothing")
-    serve.add_argument(
-        "--single-replica",
-        action="store_true",
-        help="allow the embedded store inside a cluster (one replica only)",
+    serve = sub.add_parser(
+        "serve",
+        help="run the webhook receiver, workers and API",
+        description="Every option is also an environment variable (shown in brackets). Tokens"
+        " are read from the environment or from files only: RECEIVER_WEBHOOK_TOKEN (or"
+        " RECEIVER_WEBHOOK_TOKEN_FILE), RECEIVER_ADMIN_TOKEN (or RECEIVER_ADMIN_TOKEN_FILE),"
+        " SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_APP_TOKEN (each also *_FILE).",
     )
+    for flag, field, kwargs in serve_options():
+        serve.add_argument(flag, dest=field, **kwargs)
     serve.set_defaults(func=_serve)
 
     check = sub.add_parser("check-policy", help="validate a policy file and summarise it")
@@ -191,20 +306,26 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_check_policy)
 
     def client(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text)
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=f"{help_text[0].upper()}{help_text[1:]}. Calls a running receiver's"
+            " API with the admin token from RECEIVER_ADMIN_TOKEN or RECEIVER_ADMIN_TOKEN_FILE.",
+        )
         p.add_argument(
             "--url",
             default=os.environ.get("RECEIVER_URL", "http://127.0.0.1:8080"),
-            help="receiver base URL (RECEIVER_URL)",
+            help="receiver base URL, e.g. http://receiver:8080 (RECEIVER_URL)",
         )
         p.add_argument("--timeout", type=float, default=10.0, help="seconds")
         return p
 
     history = client("history", "list incidents, newest first")
-    history.add_argument("--model")
+    history.add_argument("--model", help="a model name, or NAMESPACE/MODEL")
     history.add_argument("--state")
     history.add_argument("--since", help="RFC 3339 time or a duration such as 24h")
-    history.add_argument("--limit", type=int, default=50)
+    history.add_argument("--limit", type=int, default=50, help="incidents per page (1-500)")
+    history.add_argument("--cursor", help="the next page, as printed after a full page")
     history.add_argument("--json", action="store_true", help="print the API's JSON")
     history.set_defaults(func=_history)
     return parser
@@ -213,4 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rollback-receiver`` script."""
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except _Exit as e:
+        _error(e.message)
+        return e.code

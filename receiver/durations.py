@@ -1,6 +1,8 @@
-"""Prometheus duration syntax (``30s``, ``10m``, ``1h30m``), the one users already type.
+"""Prometheus duration syntax (``30s``, ``10m``, ``1h30m``), the one users already type,
+or a bare number of seconds (``30``, ``1.5``).
 
-Used by the settings, the policy file and the CLI so every duration reads the same way.
+Used by the settings, the policy file, the API and the CLI so every duration reads the same
+way wherever it is typed.
 """
 
 from __future__ import annotations
@@ -25,15 +27,20 @@ _DURATION_RE = re.compile(
 )
 
 
+_SECONDS_RE = re.compile(r"^\d+(?:\.\d+)?$")
+
+
 def parse_duration(text: str) -> float:
-    """Seconds in a Prometheus duration; ``ValueError`` naming the accepted syntax otherwise."""
+    """Seconds in a Prometheus duration or a bare number of seconds; ``ValueError`` naming
+    the accepted syntax otherwise."""
     text = text.strip()
+    if _SECONDS_RE.match(text):
+        return float(text)
     match = _DURATION_RE.match(text)
-    if not text or text == "0" or match is None or not any(match.groups()):
-        if text == "0":
-            return 0.0
+    if not text or match is None or not any(match.groups()):
         raise ValueError(
-            f"invalid duration {text!r}: use Prometheus syntax such as 30s, 10m, 1h30m, 7d"
+            f"invalid duration {text!r}: use Prometheus syntax such as 30s, 10m, 1h30m, 7d,"
+            " or a number of seconds"
         )
     total = 0.0
     for value, unit in zip(match.groups(), ("y", "w", "d", "h", "m", "s", "ms"), strict=True):

@@ -5,11 +5,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from receiver.metrics import Metrics
+from receiver.notifier import Notifier
 from receiver.settings import Settings
 from receiver.store import Store
-from receiver.worker import Readiness
+from receiver.worker import IngestLoad, Readiness
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 STORE = web.AppKey("store", Store)
 READINESS = web.AppKey("readiness", Readiness)
+NOTIFIER = web.AppKey("notifier", Notifier)
+INGEST_LOAD = web.AppKey("ingest_load", IngestLoad)

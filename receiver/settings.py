@@ -1,18 +1,32 @@
-"""Settings from the environment (names as users type them), each also a ``serve`` option.
+"""Settings from the environment (names as users type them), each also a ``serve`` option
+except secrets.
 
-Built once by ``cli`` and passed down; nothing reads the environment at import time.
+Secrets (tokens) come from the environment or from a file named by ``<VARIABLE>_FILE``
+(a mounted Kubernetes Secret), never from argv; they are trimmed at load, since a Secret
+made with ``echo`` ends in a newline. Built once by ``cli`` and passed down; nothing reads
+the environment at import time.
 """
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, get_args
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from receiver.durations import Duration
+from receiver.errors import ConfigError
+
+ENV_PREFIX = "RECEIVER_"
 
 
 class LogFormat(StrEnum):
@@ -26,7 +40,7 @@ class Settings(BaseSettings):
     """Every knob of the receiver. Durations accept Prometheus syntax (``30s``, ``10m``)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="RECEIVER_",
+        env_prefix=ENV_PREFIX,
         extra="ignore",
         use_attribute_docstrings=True,
         populate_by_name=True,
@@ -120,16 +134,100 @@ class Settings(BaseSettings):
             return frozenset(u.strip() for u in value.split(",") if u.strip())
         return value
 
-    @field_validator("webhook_token")
+    @field_validator(
+        "webhook_token",
+        "admin_token",
+        "slack_bot_token",
+        "slack_signing_secret",
+        "slack_app_token",
+    )
     @classmethod
-    def _token_not_empty(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
+    def _trim_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """Trimmed; an empty optional secret is unset, an empty webhook token an error."""
+        if value is None:
+            return None
+        trimmed = value.get_secret_value().strip()
+        if trimmed:
+            return SecretStr(trimmed)
+        if info.field_name == "webhook_token":
             raise ValueError(
                 "RECEIVER_WEBHOOK_TOKEN is empty: set it to the token Alertmanager sends"
             )
-        return value
+        return None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _SecretFiles(settings_cls))
 
     @property
     def embedded(self) -> bool:
         """True when no Redis URL is set and the in-process store is used."""
         return not self.redis_url
+
+
+def is_secret(field: FieldInfo) -> bool:
+    """True for tokens: never a command-line option, never logged."""
+    return field.annotation is SecretStr or SecretStr in get_args(field.annotation)
+
+
+def env_name(name: str) -> str:
+    """The environment variable of the setting ``name`` (a field name or its alias)."""
+    field = Settings.model_fields.get(name)
+    if field is None:
+        return name  # already an alias, which is the variable's name
+    return field.alias or ENV_PREFIX + name.upper()
+
+
+def field_name(loc: str) -> str:
+    """The field behind a validation error's location (a field name or an alias)."""
+    for name, field in Settings.model_fields.items():
+        if loc in (name, field.alias):
+            return name
+    return loc
+
+
+def describe_errors(error: ValidationError) -> list[str]:
+    """One line per invalid setting, naming its variable (and ``_FILE`` for secrets)."""
+    lines = []
+    for err in error.errors():
+        name = field_name(str(err["loc"][0])) if err["loc"] else ""
+        env = env_name(name)
+        field = Settings.model_fields.get(name)
+        where = f"{env} or {env}_FILE" if field is not None and is_secret(field) else env
+        message = err["msg"].removeprefix("Value error, ")
+        lines.append(f"setting {name} ({where}): {message}")
+    return lines
+
+
+class _SecretFiles(PydanticBaseSettingsSource):
+    """``RECEIVER_WEBHOOK_TOKEN_FILE=/path``: a secret read from a file (a mounted Secret)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            if not is_secret(field):
+                continue
+            env = env_name(name)
+            path = os.environ.get(f"{env}_FILE")
+            if not path:
+                continue
+            if os.environ.get(env):
+                raise ConfigError(f"both {env} and {env}_FILE are set: keep one")
+            try:
+                out[field.alias or name] = Path(path).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise ConfigError(
+                    f"{env}_FILE={path}: cannot read the secret ({e}); mount the Secret there"
+                    f" or set {env}"
+                ) from e
+        return out

@@ -126,6 +126,7 @@ async def test_filters_by_model_state_and_since(api):
     assert await ids("model=ranker&state=refused") == ["4"]
     assert await ids("since=2026-11-25T08:02:30Z") == ["4", "3"]
     assert await ids("since=1000w") == ["4", "3", "2", "1"]
+    assert await ids("since=604800000") == ["4", "3", "2", "1"]  # seconds, like 1000w
 
 
 async def test_a_state_change_moves_the_incident_between_state_filters(api):
@@ -208,7 +209,6 @@ async def test_history_command_lists_incidents_from_a_running_receiver(
     assert "inc-000000000001" in out and "ml-prod/fraud-scorer" in out and "verified" in out
 
     monkeypatch.setenv("RECEIVER_ADMIN_TOKEN", "wrong")
-    with pytest.raises(SystemExit) as exc:
-        await asyncio.to_thread(cli_main, ["history", "--url", str(server.make_url("/"))])
-    assert exc.value.code == 1
+    code = await asyncio.to_thread(cli_main, ["history", "--url", str(server.make_url("/"))])
+    assert code == 1
     assert "401" in capsys.readouterr().err

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
+import select
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,10 +19,15 @@ import pytest
 from tests.conftest import ROOT
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def environment(env: dict[str, str] | None = None) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("RECEIVER_", "SLACK_"))}
     base.pop("KUBERNETES_SERVICE_HOST", None)
     base.update(env or {})
+    return base
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = environment(env)
     return subprocess.run(
         [sys.executable, "-m", "receiver", *args],
         capture_output=True,
@@ -45,6 +57,73 @@ def test_serve_rejects_a_bad_duration_naming_the_variable():
     result = run("serve", env={"RECEIVER_WEBHOOK_TOKEN": "t", "RECEIVER_DEDUP_TTL": "ten minutes"})
     assert result.returncode == 2
     assert "RECEIVER_DEDUP_TTL" in result.stderr and "Prometheus syntax" in result.stderr
+    assert "RECEIVER_RECEIVER" not in result.stderr
+
+
+def test_serve_rejects_a_bad_option_value_naming_the_setting():
+    result = run("serve", "--job-lease", "soon", env={"RECEIVER_WEBHOOK_TOKEN": "t"})
+    assert result.returncode == 2
+    assert "job_lease_seconds (RECEIVER_JOB_LEASE)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def serve(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "receiver", "serve", "--host", "127.0.0.1", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment({"RECEIVER_WEBHOOK_TOKEN": "t", "RECEIVER_LOG_FORMAT": "json"}),
+        cwd=ROOT,
+    )
+
+
+def log_lines(proc: subprocess.Popen[str], timeout: float = 30.0) -> Iterator[dict]:
+    """The JSON log lines of ``proc`` as they come; stops at its exit or after ``timeout``."""
+    assert proc.stderr is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stderr], [], [], deadline - time.monotonic())
+        if not ready:
+            break
+        line = proc.stderr.readline()
+        if not line:
+            return
+        yield json.loads(line)
+    pytest.fail(f"no further log line from serve within {timeout}s")
+
+
+def test_serve_says_where_it_listens_and_stops_cleanly_on_sigterm():
+    with serve("--port", "0") as proc:
+        try:
+            for line in log_lines(proc):
+                if line["message"].startswith("listening on "):
+                    url = line["message"].removeprefix("listening on ")
+                    break
+            assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")
+            with urllib.request.urlopen(url + "/healthz", timeout=10) as resp:
+                assert resp.status == 200
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+def test_serve_on_a_port_in_use_says_so_without_a_traceback():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(
+            "serve", "--host", "127.0.0.1", "--port", str(port), env={"RECEIVER_WEBHOOK_TOKEN": "t"}
+        )
+    assert result.returncode == 1
+    assert (
+        f"cannot listen on 127.0.0.1:{port}: address in use (set RECEIVER_PORT or --port)"
+        in result.stderr
+    )
+    assert "Traceback" not in result.stderr
 
 
 def test_check_policy_accepts_the_shipped_example():

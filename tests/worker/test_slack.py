@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
-from receiver import keys
-from receiver.app import NOTIFIER
-from tests.conftest import wait_for
 from tests.worker.test_rollback import deliver, wait_state
 
 
@@ -45,34 +41,3 @@ async def test_a_rollback_is_one_message_updated_until_it_reads_healthy(world, d
         assert f"*{step}*" in timeline["text"]["text"]
     assert "|Alert expression>" in links["text"]["text"] and "|Runbook>" in links["text"]["text"]
     assert item["id"] in context["elements"][0]["text"]
-
-
-async def test_an_alert_missing_labels_is_noticed_once_however_often_it_runs(
-    world, delivery, slack
-):
-    client = await world.make_app(
-        slack_bot_token=slack.token,
-        slack_api_url=slack.base_url,
-        slack_channel="#ml-oncall",
-        dedup_ttl_seconds=0.1,
-    )
-    registry = client.app[keys.METRICS].registry
-    payload = delivery("firing_single").payload
-    del payload["alerts"][0]["labels"]["model_version"]
-
-    def done() -> float:
-        return registry.get_sample_value("receiver_jobs_total", {"result": "done"}) or 0
-
-    async def three_jobs_ran() -> bool:
-        resp = await client.post(
-            "/webhook/alertmanager", json=payload, headers={"Authorization": "Bearer test-token"}
-        )
-        assert (await resp.json())["alerts"][0]["outcome"] == "not_attributable"
-        return done() >= 3
-
-    # The dedup key expires quickly, so the same alert runs as a job several times.
-    await wait_for(three_jobs_ran, timeout=15, interval=0.15, what="three jobs of the alert")
-    assert await client.app[NOTIFIER].flush(10), "every notice handled"
-    (post,) = slack.calls_to("chat.postMessage")
-    assert "not attributable" in post.body["text"].lower()
-    assert "model_version" in json.dumps(post.body)
