@@ -27,6 +27,7 @@ async def api(kube: KubeStandIn) -> AsyncIterator[client.ApiClient]:
 
 @pytest.fixture
 async def seeded(kube: KubeStandIn) -> dict[str, Any]:
+    """fraud-scorer at v1, rolled out, the controller settled (its resourceVersion current)."""
     return await kube.create_deployment(NS, NAME, "v1")
 
 
@@ -67,6 +68,18 @@ async def test_put_with_current_resource_version_is_applied(
     assert status == 200
     assert body["metadata"]["annotations"]["example.com/touched-by"] == "fresh-writer"
     assert int(body["metadata"]["resourceVersion"]) > int(current["metadata"]["resourceVersion"])
+    # a Deployment's annotations count as a change of its generation (fixture 118)
+    assert body["metadata"]["generation"] == current["metadata"]["generation"] + 1
+
+
+async def test_put_of_an_unchanged_object_keeps_generation_and_resource_version(
+    api: client.ApiClient, seeded: dict[str, Any]
+) -> None:
+    apps = client.AppsV1Api(api)
+    _, current = await raw(apps.read_namespaced_deployment, NAME, NS)
+    status, body = await raw(apps.replace_namespaced_deployment, NAME, NS, current)
+    assert status == 200
+    assert body["metadata"]["resourceVersion"] == current["metadata"]["resourceVersion"]
     assert body["metadata"]["generation"] == current["metadata"]["generation"]
 
 
@@ -79,6 +92,8 @@ async def test_patch_carrying_a_stale_resource_version_is_409(
     apps = client.AppsV1Api(api)
     stale_rv = seeded["metadata"]["resourceVersion"]
     await kube.scale(NS, NAME, 3)
+    # the controller writes status after the scale: read the resourceVersion once it is done
+    await kube.wait_settled()
     patch = {"metadata": {"resourceVersion": stale_rv, "annotations": {"x": "y"}}}
     status, body = await raw(
         apps.patch_namespaced_deployment, NAME, NS, patch, _content_type=content_type

@@ -199,7 +199,7 @@ def test_dry_run_patch_changes_nothing(
     apps: kubernetes.client.AppsV1Api,
 ) -> None:
     kube_threaded.create_deployment(NS, NAME, "v1")
-    kube_threaded.set_version(NS, NAME, "v2", wait=True)
+    kube_threaded.set_version(NS, NAME, "v2", wait=True)  # returns once the controller settled
     before = kube_threaded.deployment(NS, NAME)
     template = kube_threaded.revision_template(NS, NAME, 1)
     del template["metadata"]["labels"]["pod-template-hash"]
