@@ -14,7 +14,7 @@ import fnmatch
 import json
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ from .objects import (
     manager_from_user_agent,
     namespace_not_found,
     not_found,
+    now,
     parse_field_selector,
     parse_label_selector,
     patch_rejected,
@@ -954,7 +955,10 @@ class KubeStandIn:
     async def _watch(
         self, request: web.Request, resource: Resource, namespace: str | None
     ) -> web.StreamResponse:
-        """Chunked newline-delimited events; one chunk per event (fixture 068)."""
+        """Chunked newline-delimited events; one chunk per event (fixture 068).
+
+        A client that hangs up ends the watch (kubectl does once its condition is met).
+        """
         query = request.query
         try:
             label_requirements = parse_label_selector(query.get("labelSelector"))
@@ -1017,6 +1021,28 @@ class KubeStandIn:
                 )
                 await response.write_eof()
                 return response
+        try:
+            await self._follow(
+                response, resource, position, deadline, bookmark_times, visible, send
+            )
+        except ConnectionResetError:
+            return response
+        with contextlib.suppress(ConnectionError):
+            await response.write_eof()
+        return response
+
+    async def _follow(
+        self,
+        response: web.StreamResponse,
+        resource: Resource,
+        position: int,
+        deadline: float,
+        bookmark_times: list[float],
+        visible: Callable[[Obj | None], bool],
+        send: Callable[[str, Obj], Awaitable[None]],
+    ) -> None:
+        """Send the changes since `position` as they come, and the bookmarks, until the deadline."""
+        loop = asyncio.get_running_loop()
         bookmark_rv = position
         while not self._closing.is_set():
             for change in list(self.store.changes_since(position)):
@@ -1036,18 +1062,14 @@ class KubeStandIn:
                     # leaving the selector reads as a deletion, as from the watch cache
                     await send("DELETED", render(resource, change.obj))
             now = loop.time()
-            if bookmark_times and bookmark_times[0] <= now:
-                while bookmark_times and bookmark_times[0] <= now:
-                    bookmark_times.pop(0)
+            while bookmark_times and bookmark_times[0] <= now:
+                bookmark_times.pop(0)
                 await send("BOOKMARK", _bookmark(resource, bookmark_rv))
             remaining = deadline - now
             if remaining <= 0:
                 break
             wake = min([deadline, *bookmark_times[:1]]) - now
             await self.store.changed(min(wake, 0.5))
-        with contextlib.suppress(ConnectionError):
-            await response.write_eof()
-        return response
 
     # ================================================================ seeding and inspection
 
@@ -1214,6 +1236,56 @@ class KubeStandIn:
                 "spec": {
                     "ports": [{"name": "http", "port": port, "targetPort": target_port}],
                     "selector": dict(selector),
+                },
+            },
+        )
+
+    async def create_configmap(
+        self,
+        namespace: str,
+        name: str,
+        data: dict[str, str] | None = None,
+        *,
+        labels: dict[str, str] | None = None,
+        annotations: dict[str, str] | None = None,
+    ) -> Obj:
+        """A ConfigMap (fixture 093 shape: no `data` key when created without data)."""
+        await self.create_namespace(namespace)
+        metadata: Obj = {"name": name}
+        if labels:
+            metadata["labels"] = dict(labels)
+        if annotations:
+            metadata["annotations"] = dict(annotations)
+        body: Obj = {"metadata": metadata}
+        if data is not None:
+            body["data"] = dict(data)
+        return await self.create("configmaps", namespace, body)
+
+    async def create_lease(
+        self,
+        namespace: str,
+        name: str,
+        holder: str,
+        *,
+        duration_seconds: int = 30,
+        transitions: int = 0,
+        acquired: str | None = None,
+        renewed: str | None = None,
+    ) -> Obj:
+        """A coordination.k8s.io/v1 Lease held by `holder` (fixture 127 shape)."""
+        await self.create_namespace(namespace)
+        moment = acquired or now().isoformat()
+        return await self.create(
+            "leases",
+            namespace,
+            {
+                "metadata": {"name": name},
+                "spec": {
+                    "holderIdentity": holder,
+                    "leaseDurationSeconds": duration_seconds,
+                    "acquireTime": moment,
+                    "renewTime": renewed or moment,
+                    "leaseTransitions": transitions,
                 },
             },
         )
@@ -1435,6 +1507,64 @@ class KubeStandIn:
     def require_token(self, token: str | None) -> None:
         """Only `Authorization: Bearer <token>` is accepted from now on (401 otherwise)."""
         self.required_token = token
+
+    def deny(
+        self,
+        verb: str,
+        resource: str,
+        namespace: str | None = None,
+        *,
+        name: str | None = None,
+        group: str | None = None,
+    ) -> Denial:
+        """Take a permission away from `self.user`, as a narrower Role would.
+
+        Matching requests get RBAC's 403 (`... cannot patch resource "deployments" in API
+        group "apps" in the namespace "ml-prod"`) and SelfSubjectAccessReviews answer
+        `allowed: false`. `resource` is the plural, `deployments/scale` for a subresource;
+        `"*"` matches any verb or resource. Seeding methods are not affected.
+        """
+        denial = Denial(verb, resource, namespace, name, group)
+        self.denials.append(denial)
+        return denial
+
+    def allow(self, denial: Denial | None = None) -> None:
+        """Give back one denied permission (or all of them)."""
+        if denial is None:
+            self.denials.clear()
+        elif denial in self.denials:
+            self.denials.remove(denial)
+
+    def admission_policy(
+        self,
+        policy: str,
+        message: str,
+        denies: Callable[[Obj], bool],
+        *,
+        binding: str | None = None,
+        resource: str = "deployments",
+        operations: tuple[str, ...] = ("UPDATE",),
+        namespace: str | None = None,
+    ) -> AdmissionPolicy:
+        """A ValidatingAdmissionPolicy bound with `validationActions: [Deny]`.
+
+        `denies(obj)` gets the object the write would store (kind and apiVersion included);
+        True refuses the write with 422 `... is forbidden: ValidatingAdmissionPolicy
+        '<policy>' with binding '<binding>' denied request: <message>`. Operations are
+        CREATE and/or UPDATE (a PATCH is an UPDATE); dry runs are refused the same way.
+        """
+        admission = AdmissionPolicy(
+            policy, binding or policy, message, denies, resource, operations, namespace
+        )
+        self.admission.append(admission)
+        return admission
+
+    def remove_admission_policy(self, admission: AdmissionPolicy | None = None) -> None:
+        """Unbind one policy (or all of them): enforcement stops at once."""
+        if admission is None:
+            self.admission.clear()
+        elif admission in self.admission:
+            self.admission.remove(admission)
 
     def compact(self) -> None:
         """Forget the change history: a watch from an older resourceVersion gets 410 Expired."""
