@@ -8,6 +8,7 @@ never fails the job: a refusal by RBAC or an API hiccup is logged and the work g
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -68,7 +69,11 @@ def event_body(
     event_type: str = "Normal",
     action: str = "Rollback",
 ) -> dict[str, Any]:
-    """An events.k8s.io/v1 Event about ``regarding``."""
+    """An events.k8s.io/v1 Event about ``regarding``.
+
+    Named as client-go's recorder names Events, ``<regarding name>.<16 hex digits>``: the API
+    server refuses a ``generateName`` that does not end in an alphanumeric (``name.``).
+    """
     stamp = (rfc3339(at) or "").replace("Z", "")
     if "." not in stamp:
         stamp += ".000000"
@@ -76,7 +81,7 @@ def event_body(
         "apiVersion": "events.k8s.io/v1",
         "kind": "Event",
         "metadata": {
-            "generateName": f"{regarding['name']}.",
+            "name": f"{regarding['name']}.{secrets.token_hex(8)}",
             "namespace": regarding["namespace"],
         },
         "eventTime": stamp + "Z",
