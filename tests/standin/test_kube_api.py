@@ -345,6 +345,37 @@ async def test_scale_subresource(
     assert len(kube.pods(NS, NAME)) == 3
 
 
+async def test_scale_to_zero_by_merge_patch(api: client.ApiClient, kube: KubeStandIn) -> None:
+    await kube.create_deployment(NS, "scorer-canary", "v3", replicas=1)
+    apps = client.AppsV1Api(api)
+    status, scale = await raw(
+        apps.patch_namespaced_deployment_scale,
+        "scorer-canary",
+        NS,
+        exchange(116)["request"]["body"],
+        _content_type="application/merge-patch+json",
+    )
+    assert status == 200
+    assert not differences(scale, response_body(116))  # `spec: {}`, the old status.replicas
+    deployment = await kube.wait_rollout_complete(NS, "scorer-canary")
+    # owning no field any more, the scale entry is gone (117)
+    managers = [
+        (m["manager"], m.get("subresource")) for m in deployment["metadata"]["managedFields"]
+    ]
+    assert ("OpenAPI-Generator", "scale") not in managers
+    status, scale = await raw(
+        apps.patch_namespaced_deployment_scale, "scorer-canary", NS, {"spec": {"replicas": 2}}
+    )
+    entry = next(
+        m
+        for m in kube.deployment(NS, "scorer-canary")["metadata"]["managedFields"]
+        if m.get("subresource") == "scale"
+    )
+    assert status == 200
+    assert "time" not in entry  # as the API server writes it, and so listed first (067)
+    assert kube.deployment(NS, "scorer-canary")["metadata"]["managedFields"][0] == entry
+
+
 # ---------------------------------------------------------------- auth
 
 

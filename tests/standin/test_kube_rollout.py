@@ -74,7 +74,11 @@ def assert_rs_list_matches(actual: dict[str, Any], sequence: int) -> None:
 
 
 def wait_complete(kube: ThreadedKube, generation: int) -> dict[str, Any]:
-    deployment = kube.wait_rollout_complete(NS, NAME, 5.0)
+    """The rollout complete and the controller settled: the resourceVersion read next is
+    still current when the undo's `test` op checks it."""
+    kube.wait_rollout_complete(NS, NAME, 5.0)
+    kube.wait_settled()
+    deployment = kube.deployment(NS, NAME)
     assert deployment["metadata"]["generation"] == generation
     return deployment
 
