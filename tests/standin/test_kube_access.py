@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import kubernetes
 import pytest
 from kubernetes.aio import client
 
-from tests.standins.kube.clients import aio_api_client
+from tests.standins.kube.clients import aio_api_client, sync_api_client
 from tests.standins.kube.recorded import exchange, response_body
 from tests.standins.kube.server import KubeStandIn
+from tests.standins.kube.threaded import ThreadedKube
 
 NS, NAME = "ml-prod", "fraud-scorer"
 LIMITED = "system:serviceaccount:ml-prod:limited"
@@ -266,3 +269,19 @@ async def test_admission_policy_on_create(api: client.ApiClient, kube: KubeStand
         "with binding 'no-latest' denied request: images must be pinned"
     )
     assert kube.get("deployments", NS, NAME) is None
+
+
+def test_knobs_set_on_the_threaded_stand_in_reach_the_server(kube_threaded: ThreadedKube) -> None:
+    kube_threaded.user = LIMITED
+    kube_threaded.deny("get", "deployments", NS)
+    kube_threaded.create_namespace(NS)
+    with (
+        sync_api_client(kube_threaded.kubeconfig) as api,
+        pytest.raises(kubernetes.client.ApiException) as raised,
+    ):
+        kubernetes.client.AppsV1Api(api).read_namespaced_deployment(NAME, NS)
+    assert kube_threaded.server.user == LIMITED
+    assert raised.value.status == 403
+    assert json.loads(raised.value.body)["message"].startswith(
+        f'deployments.apps "{NAME}" is forbidden: User "{LIMITED}" cannot get resource'
+    )

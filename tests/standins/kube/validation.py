@@ -184,6 +184,12 @@ def generated_name(prefix: str, suffix: str) -> str:
 # ---------------------------------------------------------------- field errors and Status
 
 
+class GoLiteral(str):
+    """A value field.Error prints as it is (e.g. `0x0`, Go's %#v of a uint64 zero)."""
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True)
 class FieldError:
     """One `field.Error`: its type decides the cause reason and how the message reads."""
@@ -435,9 +441,3 @@ def validate_event_create(event: dict[str, Any], events_v1: bool) -> list[FieldE
     if source.get("component") or source.get("host"):
         errors.append(invalid_value("source", "", "needs to be unset"))
     return errors
-
-
-class GoLiteral(str):
-    """A value field.Error prints as it is (e.g. `0x0`, Go's %#v of a uint64 zero)."""
-
-    __slots__ = ()
