@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -69,7 +70,11 @@ def event_body(
     event_type: str = "Normal",
     action: str = "Rollback",
 ) -> dict[str, Any]:
-    """An events.k8s.io/v1 Event about ``regarding``."""
+    """An events.k8s.io/v1 Event about ``regarding``.
+
+    Named as client-go's recorder names Events, ``<regarding name>.<16 hex digits>``: the API
+    server refuses a ``generateName`` that does not end in an alphanumeric (``name.``).
+    """
     stamp = (rfc3339(at) or "").replace("Z", "")
     if "." not in stamp:
         stamp += ".000000"
@@ -77,7 +82,7 @@ def event_body(
         "apiVersion": "events.k8s.io/v1",
         "kind": "Event",
         "metadata": {
-            "generateName": f"{regarding['name']}.",
+            "name": f"{regarding['name']}.{secrets.token_hex(8)}",
             "namespace": regarding["namespace"],
         },
         "eventTime": stamp + "Z",

@@ -27,6 +27,7 @@ async def api(kube: KubeStandIn) -> AsyncIterator[client.ApiClient]:
 
 @pytest.fixture
 async def seeded(kube: KubeStandIn) -> dict[str, Any]:
+    """fraud-scorer at v1, rolled out, the controller settled (its resourceVersion current)."""
     return await kube.create_deployment(NS, NAME, "v1")
 
 
@@ -67,6 +68,18 @@ async def test_put_with_current_resource_version_is_applied(
     assert status == 200
     assert body["metadata"]["annotations"]["example.com/touched-by"] == "fresh-writer"
     assert int(body["metadata"]["resourceVersion"]) > int(current["metadata"]["resourceVersion"])
+    # a Deployment's annotations count as a change of its generation (fixture 118)
+    assert body["metadata"]["generation"] == current["metadata"]["generation"] + 1
+
+
+async def test_put_of_an_unchanged_object_keeps_generation_and_resource_version(
+    api: client.ApiClient, seeded: dict[str, Any]
+) -> None:
+    apps = client.AppsV1Api(api)
+    _, current = await raw(apps.read_namespaced_deployment, NAME, NS)
+    status, body = await raw(apps.replace_namespaced_deployment, NAME, NS, current)
+    assert status == 200
+    assert body["metadata"]["resourceVersion"] == current["metadata"]["resourceVersion"]
     assert body["metadata"]["generation"] == current["metadata"]["generation"]
 
 
@@ -79,6 +92,8 @@ async def test_patch_carrying_a_stale_resource_version_is_409(
     apps = client.AppsV1Api(api)
     stale_rv = seeded["metadata"]["resourceVersion"]
     await kube.scale(NS, NAME, 3)
+    # the controller writes status after the scale: read the resourceVersion once it is done
+    await kube.wait_settled()
     patch = {"metadata": {"resourceVersion": stale_rv, "annotations": {"x": "y"}}}
     status, body = await raw(
         apps.patch_namespaced_deployment, NAME, NS, patch, _content_type=content_type
@@ -328,6 +343,37 @@ async def test_scale_subresource(
     ]
     assert ("OpenAPI-Generator", "scale") in managers
     assert len(kube.pods(NS, NAME)) == 3
+
+
+async def test_scale_to_zero_by_merge_patch(api: client.ApiClient, kube: KubeStandIn) -> None:
+    await kube.create_deployment(NS, "scorer-canary", "v3", replicas=1)
+    apps = client.AppsV1Api(api)
+    status, scale = await raw(
+        apps.patch_namespaced_deployment_scale,
+        "scorer-canary",
+        NS,
+        exchange(116)["request"]["body"],
+        _content_type="application/merge-patch+json",
+    )
+    assert status == 200
+    assert not differences(scale, response_body(116))  # `spec: {}`, the old status.replicas
+    deployment = await kube.wait_rollout_complete(NS, "scorer-canary")
+    # owning no field any more, the scale entry is gone (117)
+    managers = [
+        (m["manager"], m.get("subresource")) for m in deployment["metadata"]["managedFields"]
+    ]
+    assert ("OpenAPI-Generator", "scale") not in managers
+    status, scale = await raw(
+        apps.patch_namespaced_deployment_scale, "scorer-canary", NS, {"spec": {"replicas": 2}}
+    )
+    entry = next(
+        m
+        for m in kube.deployment(NS, "scorer-canary")["metadata"]["managedFields"]
+        if m.get("subresource") == "scale"
+    )
+    assert status == 200
+    assert "time" not in entry  # as the API server writes it, and so listed first (067)
+    assert kube.deployment(NS, "scorer-canary")["metadata"]["managedFields"][0] == entry
 
 
 # ---------------------------------------------------------------- auth

@@ -160,3 +160,16 @@ async def test_scaling_event_scales_the_current_replicaset(kube: KubeStandIn) ->
     assert rs["metadata"]["annotations"]["deployment.kubernetes.io/desired-replicas"] == "4"
     assert rs["metadata"]["annotations"]["deployment.kubernetes.io/max-replicas"] == "5"
     assert len(kube.pods(NS, NAME)) == 4
+
+
+async def test_wait_settled_returns_once_the_controller_stops_writing(kube: KubeStandIn) -> None:
+    await kube.create_deployment(NS, NAME, "v1", wait=False)
+    await kube.scale(NS, NAME, 4)
+    await kube.wait_settled()
+    settled = kube.deployment(NS, NAME)
+    rv = kube.store.rv
+    tick = kube.controller.tick
+    await kube.wait_for(lambda: kube.controller.tick >= tick + 3, what="three more passes")
+    assert kube.store.rv == rv
+    assert settled["status"]["availableReplicas"] == 4
+    assert settled["status"]["observedGeneration"] == settled["metadata"]["generation"]

@@ -74,7 +74,11 @@ def assert_rs_list_matches(actual: dict[str, Any], sequence: int) -> None:
 
 
 def wait_complete(kube: ThreadedKube, generation: int) -> dict[str, Any]:
-    deployment = kube.wait_rollout_complete(NS, NAME, 5.0)
+    """The rollout complete and the controller settled: the resourceVersion read next is
+    still current when the undo's `test` op checks it."""
+    kube.wait_rollout_complete(NS, NAME, 5.0)
+    kube.wait_settled()
+    deployment = kube.deployment(NS, NAME)
     assert deployment["metadata"]["generation"] == generation
     return deployment
 
@@ -199,7 +203,7 @@ def test_dry_run_patch_changes_nothing(
     apps: kubernetes.client.AppsV1Api,
 ) -> None:
     kube_threaded.create_deployment(NS, NAME, "v1")
-    kube_threaded.set_version(NS, NAME, "v2", wait=True)
+    kube_threaded.set_version(NS, NAME, "v2", wait=True)  # returns once the controller settled
     before = kube_threaded.deployment(NS, NAME)
     template = kube_threaded.revision_template(NS, NAME, 1)
     del template["metadata"]["labels"]["pod-template-hash"]

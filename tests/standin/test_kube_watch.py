@@ -133,3 +133,42 @@ async def test_watch_from_a_compacted_resource_version_is_410(kube: KubeStandIn)
             ):
                 pass
     assert raised.value.status == 410
+
+
+async def test_bookmarks_carry_the_resource_version_of_the_last_change(
+    kube: KubeStandIn,
+) -> None:
+    kube.bookmark_interval = 0.3  # the API server's heartbeat is a minute; 3 in this 1 s watch
+    await kube.create_deployment(NS, NAME, "v1")
+    since = kube.deployment(NS, NAME)["metadata"]["resourceVersion"]
+    seen: list[dict[str, Any]] = []
+    async with await aio_api_client(kube.kubeconfig) as api, watch.Watch() as stream:
+        apps = client.AppsV1Api(api)
+        async for event in stream.stream(
+            apps.list_namespaced_deployment,
+            NS,
+            resource_version=since,
+            allow_watch_bookmarks=True,
+            timeout_seconds=1,
+        ):
+            seen.append({"type": event["type"], "object": event["raw_object"]})
+            if len(seen) == 1:
+                await kube.patch("deployments", NS, NAME, {"metadata": {"labels": {"x": "y"}}})
+    bookmarks = [e["object"] for e in seen if e["type"] == "BOOKMARK"]
+    assert len(bookmarks) == 3
+    recorded = json.loads(exchange(124)["response"]["body"].splitlines()[-1])["object"]
+    last_rv = kube.deployment(NS, NAME)["metadata"]["resourceVersion"]
+    assert int(last_rv) > int(since)
+    assert bookmarks[-1] == {**recorded, "metadata": {"resourceVersion": last_rv}}
+    assert [e["type"] for e in seen if e["type"] != "BOOKMARK"] == ["MODIFIED"]
+
+
+async def test_no_bookmarks_unless_asked(kube: KubeStandIn) -> None:
+    kube.bookmark_interval = 0.3
+    await kube.create_namespace(NS)
+    url = f"{kube.url}/apis/apps/v1/namespaces/{NS}/deployments"
+    async with aiohttp.ClientSession() as session:
+        response = await session.get(
+            url, params={"watch": "true", "timeoutSeconds": "1", "resourceVersion": "1"}
+        )
+        assert await response.text() == ""

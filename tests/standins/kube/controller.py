@@ -143,6 +143,7 @@ class Controller:
         self.frozen: set[tuple[str, str]] = set()
         self.events_enabled = True
         self.stopping = False
+        self._settled_waiters: list[asyncio.Future[None]] = []
 
     # ------------------------------------------------------------ loop
 
@@ -154,8 +155,19 @@ class Controller:
             if acted:
                 await asyncio.sleep(self.step)
             else:
+                for waiter in self._settled_waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+                self._settled_waiters.clear()
                 # Progress deadlines are time based, so an idle controller still looks again.
                 await self.store.changed(timeout=0.2)
+
+    async def settled(self) -> None:
+        """Return after the next pass that wrote nothing: no controller write is pending."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._settled_waiters.append(waiter)
+        self.store.notify()  # an idle controller looks again now rather than in 0.2 s
+        await waiter
 
     def reconcile(self) -> bool:
         acted = False

@@ -12,17 +12,28 @@ import itertools
 from typing import Any
 
 from .objects import (
+    CONFIGMAPS,
     CORE_EVENTS,
     DEPLOYMENTS,
     EVENTS_V1,
+    LEASES,
     PODS,
     REPLICASETS,
     SERVICES,
     Resource,
     canonical,
-    invalid,
+    invalid_errors,
     micro_timestamp,
     normalise_time,
+)
+from .validation import (
+    FieldError,
+    invalid_value,
+    required,
+    validate_config_map,
+    validate_event_create,
+    validate_lease,
+    validate_object_meta,
 )
 
 _cluster_ips = itertools.count(10)
@@ -212,6 +223,25 @@ def apply_defaults(resource: Resource, obj: dict[str, Any]) -> dict[str, Any]:
             ],
         )
         obj.setdefault("status", {"loadBalancer": {}})
+    elif resource is CONFIGMAPS:
+        obj = _order(obj, ["metadata", "immutable", "data", "binaryData"])
+    elif resource is LEASES:
+        spec = obj.setdefault("spec", {})
+        for key in ("acquireTime", "renewTime"):
+            if key in spec:
+                spec[key] = micro_timestamp(spec[key])
+        obj["spec"] = _order(
+            spec,
+            [
+                "holderIdentity",
+                "leaseDurationSeconds",
+                "acquireTime",
+                "renewTime",
+                "leaseTransitions",
+                "strategy",
+                "preferredHolder",
+            ],
+        )
     elif resource.plural == "namespaces":
         labels = metadata.setdefault("labels", {})
         labels.setdefault("kubernetes.io/metadata.name", metadata.get("name", ""))
@@ -221,19 +251,42 @@ def apply_defaults(resource: Resource, obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def validate(resource: Resource, obj: dict[str, Any]) -> dict[str, Any] | None:
-    """Return a 422 Status for the checks the product can trip over, or None when valid."""
-    name = obj.get("metadata", {}).get("name", "")
-    causes: list[tuple[str, Any, str]] = []
+    """A 422 Status for what the API server refuses in this object, or None when valid.
+
+    ObjectMeta first (the kind's name rule, generateName, labels, annotations), then the
+    kind's own fields, as each `Validate<Kind>` orders them.
+    """
+    metadata = obj.get("metadata") or {}
+    if resource.key == "events":
+        errors = validate_event_create(obj, events_v1=resource is EVENTS_V1)
+        if not errors and not metadata.get("name"):
+            # the generic ObjectMeta check that follows every kind's own validation
+            errors = [required("metadata.name", "name or generateName is required")]
+    else:
+        errors = validate_object_meta(resource.kind, metadata, namespaced=resource.namespaced)
+        errors.extend(_validate_kind(resource, obj))
+    if errors:
+        return invalid_errors(resource, metadata.get("name") or "", errors)
+    return None
+
+
+def _validate_kind(resource: Resource, obj: dict[str, Any]) -> list[FieldError]:
+    errors: list[FieldError] = []
     if resource in (DEPLOYMENTS, REPLICASETS):
         spec = obj.get("spec", {})
         replicas = spec.get("replicas")
         if isinstance(replicas, int) and replicas < 0:
-            causes.append(("spec.replicas", replicas, "must be greater than or equal to 0"))
+            errors.append(
+                invalid_value("spec.replicas", replicas, "must be greater than or equal to 0")
+            )
+        selector = spec.get("selector")
         labels = spec.get("template", {}).get("metadata", {}).get("labels") or {}
-        match_labels = (spec.get("selector") or {}).get("matchLabels") or {}
-        if any(labels.get(k) != v for k, v in match_labels.items()):
-            causes.append(
-                (
+        match_labels = (selector or {}).get("matchLabels") or {}
+        if not selector:
+            errors.append(required("spec.selector"))
+        elif any(labels.get(k) != v for k, v in match_labels.items()):
+            errors.append(
+                invalid_value(
                     "spec.template.metadata.labels",
                     labels,
                     "`selector` does not match template `labels`",
@@ -243,12 +296,12 @@ def validate(resource: Resource, obj: dict[str, Any]) -> dict[str, Any] | None:
             spec.get("template", {}).get("spec", {}).get("containers") or []
         ):
             if not container.get("image"):
-                causes.append(
-                    (f"spec.template.spec.containers[{index}].image", "", "Required value")
-                )
-    if causes:
-        return invalid(resource, name, causes)
-    return None
+                errors.append(required(f"spec.template.spec.containers[{index}].image"))
+    elif resource is CONFIGMAPS:
+        errors.extend(validate_config_map(obj))
+    elif resource is LEASES:
+        errors.extend(validate_lease(obj))
+    return errors
 
 
 # ---------------------------------------------------------------- Events: one object, two views

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .validation import FieldError, invalid_status, invalid_value
+
 SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 REVISION = "deployment.kubernetes.io/revision"
@@ -50,6 +52,16 @@ class Resource:
     subresources: tuple[str, ...] = ()
     storage: str = ""
     storage_hash: str = ""
+    verbs: tuple[str, ...] = (
+        "create",
+        "delete",
+        "deletecollection",
+        "get",
+        "list",
+        "patch",
+        "update",
+        "watch",
+    )
 
     @property
     def api_version(self) -> str:
@@ -138,6 +150,15 @@ RESOURCES: tuple[Resource, ...] = (
         storage_hash="P1RzHs8/mWQ=",
     ),
     Resource(
+        "",
+        "v1",
+        "configmaps",
+        "configmap",
+        "ConfigMap",
+        short_names=("cm",),
+        storage_hash="qFsyl6wFWjQ=",
+    ),
+    Resource(
         "events.k8s.io",
         "v1",
         "events",
@@ -146,6 +167,24 @@ RESOURCES: tuple[Resource, ...] = (
         short_names=("ev",),
         storage="events",
         storage_hash="r2yiGXH7wu8=",
+    ),
+    # Groups in the order `GET /apis` lists them (fixture 003).
+    Resource(
+        "authorization.k8s.io",
+        "v1",
+        "selfsubjectaccessreviews",
+        "selfsubjectaccessreview",
+        "SelfSubjectAccessReview",
+        namespaced=False,
+        verbs=("create",),
+    ),
+    Resource(
+        "coordination.k8s.io",
+        "v1",
+        "leases",
+        "lease",
+        "Lease",
+        storage_hash="gqkMMb/YqFM=",
     ),
 )
 
@@ -164,6 +203,9 @@ SERVICES = CORE["services"]
 NAMESPACES = CORE["namespaces"]
 CORE_EVENTS = CORE["events"]
 EVENTS_V1 = BY_PATH[("events.k8s.io", "v1", "events")]
+CONFIGMAPS = CORE["configmaps"]
+LEASES = BY_PATH[("coordination.k8s.io", "v1", "leases")]
+ACCESS_REVIEWS = BY_PATH[("authorization.k8s.io", "v1", "selfsubjectaccessreviews")]
 
 VERSION_INFO: dict[str, str] = {
     "major": "1",
@@ -182,7 +224,6 @@ VERSION_INFO: dict[str, str] = {
 }
 
 SUBRESOURCE_VERBS = {"scale": ["get", "patch", "update"], "status": ["get", "patch", "update"]}
-VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 
 
 # ---------------------------------------------------------------- time, names, hashing
@@ -319,29 +360,16 @@ def already_exists(resource: Resource, name: str) -> dict[str, Any]:
 
 def invalid(resource: Resource, name: str, causes: list[tuple[str, Any, str]]) -> dict[str, Any]:
     """422 Invalid with field causes: (field, bad value, detail) (fixture 052)."""
-    rendered = [
-        (field, f"Invalid value: {_go_value(value)}: {detail}") for field, value, detail in causes
-    ]
-    if len(rendered) == 1:
-        summary = f"{rendered[0][0]}: {rendered[0][1]}"
-    else:
-        summary = "[" + ", ".join(f"{f}: {m}" for f, m in rendered) + "]"
-    details = _details(resource, name, kind=resource.kind)
-    details["causes"] = [
-        {"reason": "FieldValueInvalid", "message": m, "field": f} for f, m in rendered
-    ]
-    return status_body(
-        422, "Invalid", f'{resource.group_kind} "{name}" is invalid: {summary}', details
-    )
+    return invalid_errors(resource, name, [invalid_value(f, v, d) for f, v, d in causes])
 
 
-def _go_value(value: Any) -> str:
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, dict):
-        inner = " ".join(f"{k}:{v}" for k, v in sorted(value.items()))
-        return f"map[string]string{{{inner}}}"
-    return json.dumps(value)
+def invalid_errors(resource: Resource, name: str, errors: list[FieldError]) -> dict[str, Any]:
+    """422 Invalid for any field errors: `Kind.group "name" is invalid: ...` (fixtures 052, 090)."""
+    kind = resource.kind
+    # Events are validated as the core kind whichever API they came through (fixture 088).
+    group = "" if resource.key == "events" else resource.group
+    qualified = f"{kind}.{group}" if group else kind
+    return invalid_status(qualified, name, errors, group=group, kind=kind)
 
 
 def patch_rejected() -> dict[str, Any]:
@@ -356,17 +384,22 @@ def bad_request(message: str) -> dict[str, Any]:
 
 
 def forbidden(
-    resource: Resource | None, verb: str, name: str | None, namespace: str | None, user: str
+    resource: Resource | None,
+    verb: str,
+    name: str | None,
+    namespace: str | None,
+    user: str,
+    subresource: str | None = None,
 ) -> dict[str, Any]:
-    """403 as RBAC words it (fixtures 055, 056)."""
+    """403 as RBAC words it (fixtures 055, 056, 103); a subresource reads `deployments/scale`."""
     if resource is None:
         return status_body(403, "Forbidden", f'forbidden: User "{user}" cannot {verb} path', {})
     subject = f'{resource.group_resource} "{name}"' if name else resource.group_resource
-    group = resource.group
+    target = f"{resource.plural}/{subresource}" if subresource else resource.plural
     where = f' in the namespace "{namespace}"' if namespace else ""
     message = (
-        f'{subject} is forbidden: User "{user}" cannot {verb} resource "{resource.plural}" '
-        f'in API group "{group}"{where}'
+        f'{subject} is forbidden: User "{user}" cannot {verb} resource "{target}" '
+        f'in API group "{resource.group}"{where}'
     )
     return status_body(403, "Forbidden", message, _details(resource, name))
 
@@ -641,27 +674,69 @@ def manager_from_user_agent(user_agent: str | None) -> str:
     return user_agent.split("/", 1)[0]
 
 
+def merge_fields(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The union of two FieldsV1 sets (a manager keeps what it set before, fixture 095)."""
+    merged = copy.deepcopy(old)
+    for key, value in new.items():
+        if isinstance(merged.get(key), dict) and isinstance(value, dict):
+            merged[key] = merge_fields(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return dict(sorted(merged.items(), key=lambda item: (item[0] != ".", item[0])))
+
+
 def record_manager(
     obj: dict[str, Any],
     manager: str,
     api_version: str,
     fields: dict[str, Any],
     subresource: str | None = None,
+    *,
+    merge: bool = False,
+    timed: bool = True,
 ) -> None:
-    """Add or refresh the Update entry for (manager, subresource) in `managedFields`."""
+    """Add or refresh the Update entry for (manager, subresource) in `managedFields`.
+
+    With `merge` the manager keeps the fields it set before (the API server's Update
+    tracking); entries are kept in the server's order: by time (untimed first, as the scale
+    subresource's), then manager, then subresource (fixtures 067, 113, 118).
+    """
     entries: list[dict[str, Any]] = obj["metadata"].setdefault("managedFields", [])
+    existing = next(
+        (
+            e
+            for e in entries
+            if e["manager"] == manager
+            and e.get("subresource") == subresource
+            and e.get("operation") == "Update"
+        ),
+        None,
+    )
+    if merge and existing is not None:
+        fields = merge_fields(existing.get("fieldsV1") or {}, fields)
     entry: dict[str, Any] = {
         "manager": manager,
         "operation": "Update",
         "apiVersion": api_version,
-        "time": timestamp(),
-        "fieldsType": "FieldsV1",
-        "fieldsV1": fields,
     }
+    if timed:
+        entry["time"] = timestamp()
+    entry["fieldsType"] = "FieldsV1"
+    entry["fieldsV1"] = fields
     if subresource:
         entry["subresource"] = subresource
-    for index, existing in enumerate(entries):
-        if existing["manager"] == manager and existing.get("subresource") == subresource:
-            entries[index] = entry
-            return
-    entries.append(entry)
+    if existing is not None:
+        entries[entries.index(existing)] = entry
+    else:
+        entries.append(entry)
+    entries.sort(
+        key=lambda e: ("time" in e, e.get("time", ""), e["manager"], e.get("subresource", ""))
+    )
+
+
+def forget_manager(obj: dict[str, Any], manager: str, subresource: str | None) -> None:
+    """Drop a manager's entry once it owns no field (a Scale to 0 omits replicas, 116/117)."""
+    entries = obj["metadata"].get("managedFields") or []
+    obj["metadata"]["managedFields"] = [
+        e for e in entries if not (e["manager"] == manager and e.get("subresource") == subresource)
+    ]

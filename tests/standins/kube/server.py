@@ -14,6 +14,7 @@ import fnmatch
 import json
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,17 +26,19 @@ from multidict import CIMultiDict
 from .controller import Controller, running_status
 from .defaults import apply_defaults, event_from_request, event_view, validate
 from .objects import (
+    ACCESS_REVIEWS,
     BY_PATH,
     DEPLOYMENTS,
     GROUP_VERSIONS,
+    LEASES,
     NAMESPACES,
     PODS,
     REPLICASETS,
     RESOURCES,
     REVISION,
+    SAFE_ALPHABET,
     SERVICES,
     SUBRESOURCE_VERBS,
-    VERBS,
     VERSION_INFO,
     VERSION_LABEL,
     Resource,
@@ -46,12 +49,15 @@ from .objects import (
     fields_match,
     fields_v1,
     forbidden,
+    forget_manager,
     generic_error,
     invalid,
+    invalid_errors,
     labels_match,
     manager_from_user_agent,
     namespace_not_found,
     not_found,
+    now,
     parse_field_selector,
     parse_label_selector,
     patch_rejected,
@@ -72,6 +78,7 @@ from .patch import (
     apply_strategic_merge_patch,
 )
 from .store import Store
+from .validation import GoLiteral, generated_name, invalid_value
 
 Obj = dict[str, Any]
 
@@ -79,6 +86,8 @@ FLOWSCHEMA_UID = "17cb8861-fc85-479b-92df-779a4563b8a2"
 PRIORITYLEVEL_UID = "579a8138-81ef-495f-975c-fbacfbe713f9"
 CHUNKED_ABOVE = 2048  # recorded responses from 2.1 KB up were chunked
 SEED_MANAGER = "kubectl"
+DEFAULT_USER = "system:serviceaccount:ml-prod:rollback-receiver"
+BOOKMARK_INTERVAL = 60.0  # the watch cache's bookmark heartbeat
 
 
 class ApiError(Exception):
@@ -140,6 +149,66 @@ class Fault:
 
 
 @dataclass
+class Denial:
+    """An RBAC permission taken away: matching requests get 403, access reviews `allowed: false`.
+
+    `resource` is the plural, with `/subresource` for one (`deployments/scale`); `"*"` matches
+    any verb or resource; `namespace`, `name` and `group` narrow it when given.
+    """
+
+    verb: str
+    resource: str
+    namespace: str | None = None
+    name: str | None = None
+    group: str | None = None
+    hits: int = 0
+
+    def matches(
+        self, verb: str, group: str, resource: str, namespace: str | None, name: str | None
+    ) -> bool:
+        return (
+            self.verb in ("*", verb)
+            and self.resource in ("*", resource)
+            and (self.group is None or self.group == group)
+            and (self.namespace is None or self.namespace == namespace)
+            and (self.name is None or self.name == name)
+        )
+
+
+@dataclass
+class AdmissionPolicy:
+    """A ValidatingAdmissionPolicy and its binding, with a Python check in place of CEL.
+
+    `denies(obj)` sees the object the write would store (after patch, defaults and
+    validation); True refuses the request with the API server's 422 (fixture 108).
+    """
+
+    policy: str
+    binding: str
+    message: str
+    denies: Callable[[Obj], bool]
+    resource: str = "deployments"
+    operations: tuple[str, ...] = ("UPDATE",)
+    namespace: str | None = None
+    hits: int = 0
+
+    def refusal(self, resource: Resource, name: str) -> Obj:
+        reason = (
+            f"ValidatingAdmissionPolicy '{self.policy}' with binding '{self.binding}' "
+            f"denied request: {self.message}"
+        )
+        details: Obj = {"name": name}
+        if resource.group:
+            details["group"] = resource.group
+        details["kind"] = resource.plural
+        details["causes"] = [{"message": reason}]
+        # The policy's validation sets no reason: the default, Invalid, gives 422 not 403.
+        return status_body(
+            422, "Invalid", f'{resource.group_resource} "{name}" is forbidden: {reason}', details
+        )
+
+
+@dataclass
 class Route:
     resource: Resource | None
     namespace: str | None = None
@@ -160,6 +229,10 @@ class KubeStandIn:
     requests: list[RecordedRequest] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     required_token: str | None = None
+    user: str = DEFAULT_USER
+    denials: list[Denial] = field(default_factory=list)
+    admission: list[AdmissionPolicy] = field(default_factory=list)
+    bookmark_interval: float = BOOKMARK_INTERVAL
 
     def __post_init__(self) -> None:
         self.store = Store()
@@ -268,6 +341,7 @@ class KubeStandIn:
                     record.fault = True
                     raise self._fault_error(fault, request, route)
             self._authenticate(request)
+            self._authorize(request, route)
             response = await self._dispatch(request, route, raw, content_type)
         except ApiError as error:
             record.status = int(error.body.get("code", 500))
@@ -281,6 +355,22 @@ class KubeStandIn:
         if request.headers.get("Authorization") != f"Bearer {self.required_token}":
             raise ApiError(generic_error(401))
 
+    def _authorize(self, request: web.Request, route: Route) -> None:
+        """RBAC as `deny()` left it: a denied verb is the API server's 403 (fixtures 055, 103)."""
+        resource = route.resource
+        if resource is None or resource is ACCESS_REVIEWS:
+            return  # discovery and self-reviews are open to every authenticated user
+        verb = _verb(request, route)
+        target = f"{resource.plural}/{route.subresource}" if route.subresource else resource.plural
+        for denial in self.denials:
+            if denial.matches(verb, resource.group, target, route.namespace, route.name):
+                denial.hits += 1
+                raise ApiError(
+                    forbidden(
+                        resource, verb, route.name, route.namespace, self.user, route.subresource
+                    )
+                )
+
     def _fault_error(self, fault: Fault, request: web.Request, route: Route) -> ApiError:
         code = fault.status or 500
         resource, name = route.resource, route.name
@@ -290,7 +380,14 @@ class KubeStandIn:
         elif code == 404 and resource is not None and name:
             body = not_found(resource, name)
         elif code == 403:
-            body = forbidden(resource, _verb(request, route), name, route.namespace, fault.user)
+            body = forbidden(
+                resource,
+                _verb(request, route),
+                name,
+                route.namespace,
+                fault.user,
+                route.subresource,
+            )
         elif code == 422:
             body = patch_rejected()
         else:
@@ -357,6 +454,8 @@ class KubeStandIn:
             return await self._respond(request, 200, route.discovery)
         resource = route.resource
         assert resource is not None
+        if route.subresource is None and _verb(request, route) not in resource.verbs:
+            raise ApiError(generic_error(405))
         query = request.query
         dry_run = "dryRun" in query
         manager = query.get("fieldManager") or manager_from_user_agent(
@@ -452,8 +551,12 @@ class KubeStandIn:
     ) -> Obj:
         if not isinstance(body, dict):
             raise ApiError(bad_request("the body of the request must be a JSON object"))
+        if resource is ACCESS_REVIEWS:
+            return self._review_access(body, manager)
         body = copy.deepcopy(body)
         metadata = body.setdefault("metadata", {})
+        if not isinstance(metadata, dict):
+            raise ApiError(bad_request("the body of the request must carry an object metadata"))
         if resource.namespaced:
             if metadata.get("namespace") and metadata["namespace"] != namespace:
                 raise ApiError(
@@ -465,21 +568,10 @@ class KubeStandIn:
             metadata["namespace"] = namespace
             if self.store.get("namespaces", "", namespace or "") is None:
                 raise ApiError(namespace_not_found(namespace or ""))
-        if not metadata.get("name"):
-            if metadata.get("generateName"):
-                suffix = "".join(
-                    self.controller._rng.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5)
-                )
-                metadata["name"] = metadata["generateName"] + suffix
-            else:
-                raise ApiError(
-                    invalid(
-                        resource, "", [("metadata.name", "", "name or generateName is required")]
-                    )
-                )
-        name = metadata["name"]
-        if self.store.get(resource.key, namespace or "", name) is not None:
-            raise ApiError(already_exists(resource, name))
+        if not metadata.get("name") and metadata.get("generateName"):
+            # The name is generated before validation, so a refusal names it (fixture 088).
+            suffix = "".join(self.controller._rng.choice(SAFE_ALPHABET) for _ in range(5))
+            metadata["name"] = generated_name(str(metadata["generateName"]), suffix)
         for key in (
             "uid",
             "resourceVersion",
@@ -502,18 +594,117 @@ class KubeStandIn:
             if resource in (DEPLOYMENTS, REPLICASETS, PODS, SERVICES):
                 body.pop("status", None)
             obj = apply_defaults(resource, body)
-            error = validate(resource, obj)
-            if error is not None:
-                raise ApiError(error)
-            if resource in (DEPLOYMENTS, REPLICASETS, PODS):
-                obj["metadata"]["generation"] = 1
             fields = _fields_of(obj)
+        error = validate(resource, obj)
+        if error is not None:
+            raise ApiError(error)
+        if resource in (DEPLOYMENTS, REPLICASETS, PODS):
+            obj["metadata"]["generation"] = 1
+        self._admit(resource, "CREATE", obj)
+        name = obj["metadata"]["name"]
+        if self.store.get(resource.key, namespace or "", name) is not None:
+            raise ApiError(already_exists(resource, name))
         record_manager(obj, manager, resource.api_version, fields)
         if dry_run:
             obj["metadata"]["uid"] = str(uuid.uuid4())
             obj["metadata"]["creationTimestamp"] = timestamp()
             return render(resource, obj)
         return render(resource, self.store.create(resource.key, obj))
+
+    def _review_access(self, body: Obj, manager: str) -> Obj:
+        """SelfSubjectAccessReview: allowed unless `deny()` took the permission (101, 102)."""
+        spec = body.get("spec") or {}
+        attributes = spec.get("resourceAttributes")
+        non_resource = spec.get("nonResourceAttributes")
+        if (attributes is None) == (non_resource is None):
+            raise ApiError(
+                invalid_errors(
+                    ACCESS_REVIEWS,
+                    "",
+                    [
+                        invalid_value(
+                            "spec.resourceAttributes",
+                            "null" if attributes is None else "{...}",
+                            "exactly one of nonResourceAttributes or resourceAttributes must be "
+                            "specified",
+                        )
+                    ],
+                )
+            )
+        allowed = True
+        namespace = None
+        if attributes is not None:
+            order = [
+                "namespace",
+                "verb",
+                "group",
+                "version",
+                "resource",
+                "subresource",
+                "name",
+                "fieldSelector",
+                "labelSelector",
+            ]
+            attributes = {k: attributes[k] for k in order if attributes.get(k)}
+            spec = {"resourceAttributes": attributes}
+            namespace = attributes.get("namespace")
+            target = attributes.get("resource", "")
+            if attributes.get("subresource"):
+                target += f"/{attributes['subresource']}"
+            allowed = not any(
+                d.matches(
+                    attributes.get("verb", ""),
+                    attributes.get("group", ""),
+                    target,
+                    namespace,
+                    attributes.get("name"),
+                )
+                for d in self.denials
+            )
+        section = "resourceAttributes" if attributes is not None else "nonResourceAttributes"
+        given = spec[section] or {}
+        review: Obj = {"metadata": {}}
+        record_manager(
+            review,
+            manager,
+            ACCESS_REVIEWS.api_version,
+            {"f:spec": {f"f:{section}": {".": {}, **{f"f:{k}": {} for k in sorted(given)}}}},
+        )
+        review["spec"] = spec
+        review["status"] = (
+            {"allowed": True, "reason": self._allowed_reason(namespace)}
+            if allowed
+            else {"allowed": False}
+        )
+        return render(ACCESS_REVIEWS, review)
+
+    def _allowed_reason(self, namespace: str | None) -> str:
+        """RBAC's reason, naming a (Cluster)RoleBinding and Role after the ServiceAccount."""
+        account = re.fullmatch(r"system:serviceaccount:([^:]+):([^:]+)", self.user)
+        if account:
+            subject = f'ServiceAccount "{account.group(2)}/{account.group(1)}"'
+            role = account.group(2)
+        else:
+            subject = f'User "{self.user}"'
+            role = self.user.rsplit(":", 1)[-1]
+        if namespace:
+            return (
+                f'RBAC: allowed by RoleBinding "{role}/{namespace}" of Role "{role}" to {subject}'
+            )
+        return f'RBAC: allowed by ClusterRoleBinding "{role}" of ClusterRole "{role}" to {subject}'
+
+    def _admit(self, resource: Resource, operation: str, obj: Obj) -> None:
+        """Validating admission: the first matching policy that denies refuses the write."""
+        meta = obj["metadata"]
+        for policy in self.admission:
+            if (
+                policy.resource == resource.plural
+                and operation in policy.operations
+                and policy.namespace in (None, meta.get("namespace"))
+                and policy.denies(render(resource, obj))
+            ):
+                policy.hits += 1
+                raise ApiError(policy.refusal(resource, meta["name"]))
 
     def _replace(
         self, resource: Resource, route: Route, body: Any, manager: str, dry_run: bool
@@ -533,6 +724,21 @@ class KubeStandIn:
         expected = metadata.get("resourceVersion")
         if route.subresource == "scale":
             return self._write_scale(resource, current, body, manager, dry_run)
+        if not expected and resource is LEASES:
+            # Leases refuse unconditional updates (AllowUnconditionalUpdate is false).
+            raise ApiError(
+                invalid_errors(
+                    resource,
+                    route.name,
+                    [
+                        invalid_value(
+                            "metadata.resourceVersion",
+                            GoLiteral("0x0"),
+                            "must be specified for an update",
+                        )
+                    ],
+                )
+            )
         return self._write(resource, current, body, manager, route.subresource, expected, dry_run)
 
     def _patch(
@@ -633,11 +839,19 @@ class KubeStandIn:
                 raise ApiError(error)
         if canonical(_without_rv(new)) == canonical(_without_rv(current)):
             return render(resource, current)
-        spec_changed = canonical(new.get("spec")) != canonical(current.get("spec"))
-        if "generation" in old_meta and spec_changed:
-            metadata["generation"] = int(old_meta["generation"]) + 1
+        if "generation" in old_meta and subresource != "status":
+            changed = canonical(new.get("spec")) != canonical(current.get("spec"))
+            if resource is DEPLOYMENTS:
+                # Deployments count annotation changes too: the controller copies them to
+                # the ReplicaSets (fixture 118: an annotation-only PATCH, generation 2 -> 3).
+                changed = changed or canonical(metadata.get("annotations")) != canonical(
+                    old_meta.get("annotations")
+                )
+            if changed:
+                metadata["generation"] = int(old_meta["generation"]) + 1
+        self._admit(resource, "UPDATE", new)
         fields = _fields_of(patch if isinstance(patch, dict) else new)
-        record_manager(new, manager, resource.api_version, fields, subresource)
+        record_manager(new, manager, resource.api_version, fields, subresource, merge=True)
         if dry_run:
             return render(resource, new)
         return render(resource, self.store.update(resource.key, new))
@@ -662,7 +876,13 @@ class KubeStandIn:
         new = copy.deepcopy(current)
         new["spec"]["replicas"] = replicas
         new["metadata"]["generation"] = int(new["metadata"].get("generation", 1)) + 1
-        record_manager(new, manager, resource.api_version, {"f:spec": {"f:replicas": {}}}, "scale")
+        self._admit(resource, "UPDATE", new)
+        if replicas:
+            # the scale subresource's entry carries no time (fixture 067)
+            fields = {"f:spec": {"f:replicas": {}}}
+            record_manager(new, manager, resource.api_version, fields, "scale", timed=False)
+        else:
+            forget_manager(new, manager, "scale")
         if dry_run:
             return _scale_view(new)
         return _scale_view(self.store.update(resource.key, new))
@@ -735,7 +955,10 @@ class KubeStandIn:
     async def _watch(
         self, request: web.Request, resource: Resource, namespace: str | None
     ) -> web.StreamResponse:
-        """Chunked newline-delimited events; one chunk per event (fixture 068)."""
+        """Chunked newline-delimited events; one chunk per event (fixture 068).
+
+        A client that hangs up ends the watch (kubectl does once its condition is met).
+        """
         query = request.query
         try:
             label_requirements = parse_label_selector(query.get("labelSelector"))
@@ -744,8 +967,20 @@ class KubeStandIn:
             raise ApiError(bad_request(str(error))) from error
         timeout = float(query.get("timeoutSeconds") or 1800)
         since = query.get("resourceVersion") or "0"
+        bookmarks = query.get("allowWatchBookmarks", "").lower() in ("true", "1")
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        started = loop.time()
+        deadline = started + timeout
+        # The watch cache's bookmarks: a heartbeat, and twice in the seconds before the
+        # timeout (recorded at 2.25 s and 3.26 s into a 5 s watch, fixture 124).
+        bookmark_times = sorted(
+            {deadline - 3.0, deadline - 2.0}
+            | {
+                started + n * self.bookmark_interval
+                for n in range(1, int(timeout / self.bookmark_interval) + 1)
+            }
+        )
+        bookmark_times = [t for t in bookmark_times if started < t < deadline] if bookmarks else []
         response = web.StreamResponse(status=200, headers=self._headers())
         response.content_type = "application/json"
         response.enable_chunked_encoding()
@@ -771,7 +1006,12 @@ class KubeStandIn:
                 if visible(obj):
                     await send("ADDED", render(resource, obj))
         else:
-            position = int(since)
+            try:
+                position = int(since)
+            except ValueError as error:
+                raise ApiError(
+                    bad_request(f'Invalid value: "{since}": strconv.ParseUint: invalid syntax')
+                ) from error
             if position < self.store.floor:
                 await send(
                     "ERROR",
@@ -781,11 +1021,35 @@ class KubeStandIn:
                 )
                 await response.write_eof()
                 return response
+        try:
+            await self._follow(
+                response, resource, position, deadline, bookmark_times, visible, send
+            )
+        except ConnectionResetError:
+            return response
+        with contextlib.suppress(ConnectionError):
+            await response.write_eof()
+        return response
+
+    async def _follow(
+        self,
+        response: web.StreamResponse,
+        resource: Resource,
+        position: int,
+        deadline: float,
+        bookmark_times: list[float],
+        visible: Callable[[Obj | None], bool],
+        send: Callable[[str, Obj], Awaitable[None]],
+    ) -> None:
+        """Send the changes since `position` as they come, and the bookmarks, until the deadline."""
+        loop = asyncio.get_running_loop()
+        bookmark_rv = position
         while not self._closing.is_set():
             for change in list(self.store.changes_since(position)):
                 position = change.rv
                 if change.kind != resource.key:
                     continue
+                bookmark_rv = change.rv
                 now_visible = change.type != "DELETED" and visible(change.obj)
                 was_visible = visible(change.old)
                 if change.type == "ADDED" and now_visible:
@@ -797,13 +1061,15 @@ class KubeStandIn:
                 ):
                     # leaving the selector reads as a deletion, as from the watch cache
                     await send("DELETED", render(resource, change.obj))
-            remaining = deadline - loop.time()
+            now = loop.time()
+            while bookmark_times and bookmark_times[0] <= now:
+                bookmark_times.pop(0)
+                await send("BOOKMARK", _bookmark(resource, bookmark_rv))
+            remaining = deadline - now
             if remaining <= 0:
                 break
-            await self.store.changed(min(remaining, 0.5))
-        with contextlib.suppress(ConnectionError):
-            await response.write_eof()
-        return response
+            wake = min([deadline, *bookmark_times[:1]]) - now
+            await self.store.changed(min(wake, 0.5))
 
     # ================================================================ seeding and inspection
 
@@ -847,7 +1113,8 @@ class KubeStandIn:
 
         Template labels: `app`, `app.kubernetes.io/name`, `app.kubernetes.io/version` plus
         `labels` (which also join the selector, e.g. `{"slot": "blue"}` for blue-green).
-        With `wait` the call returns once the rollout is complete.
+        With `wait` the call returns once the rollout is complete and the controller has
+        settled (the returned resourceVersion is current).
         """
         await self.create_namespace(namespace)
         app = app or name
@@ -890,7 +1157,7 @@ class KubeStandIn:
             body["spec"]["progressDeadlineSeconds"] = progress_deadline_seconds
         created = await self.create("deployments", namespace, body)
         if wait and not paused:
-            return await self.wait_rollout_complete(namespace, name, timeout)
+            return await self._rolled_out(namespace, name, timeout)
         return created
 
     async def patch(
@@ -940,7 +1207,7 @@ class KubeStandIn:
             },
         )
         if wait:
-            return await self.wait_rollout_complete(namespace, name, timeout)
+            return await self._rolled_out(namespace, name, timeout)
         return patched
 
     async def scale(self, namespace: str, name: str, replicas: int) -> Obj:
@@ -969,6 +1236,56 @@ class KubeStandIn:
                 "spec": {
                     "ports": [{"name": "http", "port": port, "targetPort": target_port}],
                     "selector": dict(selector),
+                },
+            },
+        )
+
+    async def create_configmap(
+        self,
+        namespace: str,
+        name: str,
+        data: dict[str, str] | None = None,
+        *,
+        labels: dict[str, str] | None = None,
+        annotations: dict[str, str] | None = None,
+    ) -> Obj:
+        """A ConfigMap (fixture 093 shape: no `data` key when created without data)."""
+        await self.create_namespace(namespace)
+        metadata: Obj = {"name": name}
+        if labels:
+            metadata["labels"] = dict(labels)
+        if annotations:
+            metadata["annotations"] = dict(annotations)
+        body: Obj = {"metadata": metadata}
+        if data is not None:
+            body["data"] = dict(data)
+        return await self.create("configmaps", namespace, body)
+
+    async def create_lease(
+        self,
+        namespace: str,
+        name: str,
+        holder: str,
+        *,
+        duration_seconds: int = 30,
+        transitions: int = 0,
+        acquired: str | None = None,
+        renewed: str | None = None,
+    ) -> Obj:
+        """A coordination.k8s.io/v1 Lease held by `holder` (fixture 127 shape)."""
+        await self.create_namespace(namespace)
+        moment = acquired or now().isoformat()
+        return await self.create(
+            "leases",
+            namespace,
+            {
+                "metadata": {"name": name},
+                "spec": {
+                    "holderIdentity": holder,
+                    "leaseDurationSeconds": duration_seconds,
+                    "acquireTime": moment,
+                    "renewTime": renewed or moment,
+                    "leaseTransitions": transitions,
                 },
             },
         )
@@ -1015,6 +1332,19 @@ class KubeStandIn:
         """Wait until predicate() is truthy, re-checked on each write; no fixed sleeps."""
         return await self.store.wait_for(predicate, timeout, what)
 
+    async def wait_settled(self, timeout: float = 5.0) -> None:
+        """Wait until the controller has made a pass that wrote nothing.
+
+        After it, objects change only through requests (or time-based conditions such as a
+        progress deadline): a resourceVersion read now stays current for a precondition.
+        """
+        try:
+            await asyncio.wait_for(self.controller.settled(), timeout)
+        except TimeoutError as error:
+            raise TimeoutError(
+                f"timed out after {timeout}s waiting for the controller to settle"
+            ) from error
+
     async def wait_rollout_complete(self, namespace: str, name: str, timeout: float = 5.0) -> Obj:
         """Return the Deployment once kubectl would call the rollout complete."""
 
@@ -1025,6 +1355,12 @@ class KubeStandIn:
             return render(DEPLOYMENTS, d) if rollout_complete(d) else None
 
         return await self.wait_for(complete, timeout, f"rollout of {namespace}/{name}")
+
+    async def _rolled_out(self, namespace: str, name: str, timeout: float) -> Obj:
+        """The rollout complete and the controller settled: the returned object stays current."""
+        await self.wait_rollout_complete(namespace, name, timeout)
+        await self.wait_settled(timeout)
+        return self.deployment(namespace, name)
 
     async def wait_revision(
         self, namespace: str, name: str, revision: int, timeout: float = 5.0
@@ -1172,6 +1508,64 @@ class KubeStandIn:
         """Only `Authorization: Bearer <token>` is accepted from now on (401 otherwise)."""
         self.required_token = token
 
+    def deny(
+        self,
+        verb: str,
+        resource: str,
+        namespace: str | None = None,
+        *,
+        name: str | None = None,
+        group: str | None = None,
+    ) -> Denial:
+        """Take a permission away from `self.user`, as a narrower Role would.
+
+        Matching requests get RBAC's 403 (`... cannot patch resource "deployments" in API
+        group "apps" in the namespace "ml-prod"`) and SelfSubjectAccessReviews answer
+        `allowed: false`. `resource` is the plural, `deployments/scale` for a subresource;
+        `"*"` matches any verb or resource. Seeding methods are not affected.
+        """
+        denial = Denial(verb, resource, namespace, name, group)
+        self.denials.append(denial)
+        return denial
+
+    def allow(self, denial: Denial | None = None) -> None:
+        """Give back one denied permission (or all of them)."""
+        if denial is None:
+            self.denials.clear()
+        elif denial in self.denials:
+            self.denials.remove(denial)
+
+    def admission_policy(
+        self,
+        policy: str,
+        message: str,
+        denies: Callable[[Obj], bool],
+        *,
+        binding: str | None = None,
+        resource: str = "deployments",
+        operations: tuple[str, ...] = ("UPDATE",),
+        namespace: str | None = None,
+    ) -> AdmissionPolicy:
+        """A ValidatingAdmissionPolicy bound with `validationActions: [Deny]`.
+
+        `denies(obj)` gets the object the write would store (kind and apiVersion included);
+        True refuses the write with 422 `... is forbidden: ValidatingAdmissionPolicy
+        '<policy>' with binding '<binding>' denied request: <message>`. Operations are
+        CREATE and/or UPDATE (a PATCH is an UPDATE); dry runs are refused the same way.
+        """
+        admission = AdmissionPolicy(
+            policy, binding or policy, message, denies, resource, operations, namespace
+        )
+        self.admission.append(admission)
+        return admission
+
+    def remove_admission_policy(self, admission: AdmissionPolicy | None = None) -> None:
+        """Unbind one policy (or all of them): enforcement stops at once."""
+        if admission is None:
+            self.admission.clear()
+        elif admission in self.admission:
+            self.admission.remove(admission)
+
     def compact(self) -> None:
         """Forget the change history: a watch from an older resourceVersion gets 410 Expired."""
         self.store.compact()
@@ -1261,6 +1655,24 @@ def _verb(request: web.Request, route: Route) -> str:
     }.get(method, method.lower())
 
 
+def _bookmark(resource: Resource, rv: int) -> Obj:
+    """A BOOKMARK's object: the kind's zero value carrying the resourceVersion (fixture 124)."""
+    body: Obj = {
+        "kind": resource.kind,
+        "apiVersion": resource.api_version,
+        "metadata": {"resourceVersion": str(rv)},
+    }
+    if resource is DEPLOYMENTS:
+        body["spec"] = {
+            "replicas": 0,
+            "selector": None,
+            "template": {"metadata": {}, "spec": {"containers": None}},
+            "strategy": {},
+        }
+        body["status"] = {}
+    return body
+
+
 def _scale_view(obj: Obj) -> Obj:
     """autoscaling/v1 Scale of a Deployment or ReplicaSet (fixture 064)."""
     meta = obj["metadata"]
@@ -1272,7 +1684,8 @@ def _scale_view(obj: Obj) -> Obj:
             for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
             if k in meta
         },
-        "spec": {"replicas": obj["spec"].get("replicas", 0)},
+        # `spec.replicas` is omitempty in autoscaling/v1, `status.replicas` is not (fixture 116)
+        "spec": {"replicas": obj["spec"]["replicas"]} if obj["spec"].get("replicas") else {},
         "status": {
             "replicas": (obj.get("status") or {}).get("replicas", 0),
             "selector": selector_string(obj["spec"].get("selector")),
@@ -1352,13 +1765,14 @@ def _resource_list(group_version: str, with_api_version: bool = True) -> Obj:
             "singularName": resource.singular,
             "namespaced": resource.namespaced,
             "kind": resource.kind,
-            "verbs": [v for v in VERBS if resource.namespaced or v != "deletecollection"],
+            "verbs": [v for v in resource.verbs if resource.namespaced or v != "deletecollection"],
         }
         if resource.short_names:
             entry["shortNames"] = list(resource.short_names)
         if resource.categories:
             entry["categories"] = list(resource.categories)
-        entry["storageVersionHash"] = resource.storage_hash
+        if resource.storage_hash:  # only stored kinds have one (not the access reviews)
+            entry["storageVersionHash"] = resource.storage_hash
         resources.append(entry)
         for sub in resource.subresources:
             sub_entry: Obj = {

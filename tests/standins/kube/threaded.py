@@ -66,6 +66,14 @@ class ThreadedKube:
             return self._on_loop(attribute)
         return attribute
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Knobs that are attributes (`user`, `bookmark_interval`) are set on the server."""
+        server = self.__dict__.get("_server")
+        if name.startswith("_") or server is None or not hasattr(server, name):
+            object.__setattr__(self, name, value)
+            return
+        self._on_loop(setattr)(server, name, value)
+
     def _on_loop(self, function: Callable[..., Any]) -> Callable[..., Any]:
         def run(*args: Any, **kwargs: Any) -> Any:
             async def call() -> Any:
