@@ -130,9 +130,6 @@ class Replayer:
     kube: KubeStandIn
     session: aiohttp.ClientSession
     rv_map: dict[str, str] = field(default_factory=dict)
-    watches: dict[int, asyncio.Task[tuple[Answer, list[dict[str, Any]]]]] = field(
-        default_factory=dict
-    )
 
     # ------------------------------------------------------------ requests
 
