@@ -239,9 +239,9 @@ class Incident(BaseModel):
     severity: str = ""
     generator_url: str = ""
     runbook_url: str = ""
-    # Where the incident's Slack message lives, for chat.update.
+    # The channel the policy names for the incident's Slack message. Where the message
+    # itself is (channel id and ts) is the notifier's, kept in the store's Messages.
     slack_channel: str | None = None
-    slack_ts: str | None = None
 
     def add_event(
         self, kind: str, message: str, *, at: datetime, actor: str = "receiver", **data: Any
