@@ -20,8 +20,7 @@ from receiver import web as handlers
 from receiver.audit import EventPoster
 from receiver.clients.k8s import REQUEST_TIMEOUT_SECONDS, Clusters
 from receiver.metrics import Metrics
-from receiver.models import IncidentEvent, utcnow
-from receiver.notifier import Notifier, build_client
+from receiver.notify import Notifier, build_client
 from receiver.policy import Policy, load_policy
 from receiver.restore import restore_facts
 from receiver.service import NOTICE_TTL_SECONDS, RollbackService
@@ -93,38 +92,15 @@ def create_app(
     async def notifier_ctx(app: web.Application) -> AsyncIterator[None]:
         the_store = app[keys.STORE]
         token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
-
-        async def save_ref(incident_id: str, channel: str, ts: str) -> None:
-            def change(incident: Any) -> None:
-                incident.slack_channel, incident.slack_ts = channel, ts
-
-            await the_store.update_incident(incident_id, change)
-
-        async def record_lost(incident_id: str, error: str) -> None:
-            def change(incident: Any) -> None:
-                incident.events.append(
-                    IncidentEvent(at=utcnow(), kind="notification_lost", message=error)
-                )
-
-            await the_store.update_incident(incident_id, change)
-
-        async def claim_once(key: str) -> bool:
-            return await the_store.claim_once(key, NOTICE_TTL_SECONDS)
-
-        async def load_ref(incident_id: str) -> tuple[str, str] | None:
-            incident = await the_store.get_incident(incident_id)
-            if incident is None or not (incident.slack_channel and incident.slack_ts):
-                return None
-            return incident.slack_channel, incident.slack_ts
-
         notifier = Notifier(
             build_client(app[SESSION], token, settings.slack_api_url),
             default_channel=settings.slack_channel,
             metrics=app[keys.METRICS],
-            save_ref=save_ref,
-            record_lost=record_lost,
-            claim_once=claim_once,
-            load_ref=load_ref,
+            messages=the_store,
+            leases=the_store,
+            claims=the_store,
+            incidents=the_store,
+            notice_ttl_seconds=NOTICE_TTL_SECONDS,
         )
         app[NOTIFIER] = notifier
         await notifier.start()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from receiver.metrics import Metrics
-from receiver.notifier import Notifier
+from receiver.notify import Notifier
 from receiver.settings import Settings
 from receiver.store import Store
 from receiver.worker import IngestLoad, Readiness

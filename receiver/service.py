@@ -32,7 +32,7 @@ from receiver.errors import (
 )
 from receiver.metrics import Metrics
 from receiver.models import Incident, IncidentState, Job, Verdict, utcnow
-from receiver.notifier import Notifier
+from receiver.notify import Notifier
 from receiver.policy import Policy, Resolved, resolve
 from receiver.rollback import Executor, StrategyUnavailable, Workload, executor_for
 from receiver.store import Store, model_key
@@ -434,22 +434,31 @@ class RollbackService:
             self.metrics.incident_transitions.labels(state=state.value).inc()
 
     async def _save(self, incident: Incident, *, notify: bool = True) -> None:
-        """Write the incident, keeping what the notifier stored meanwhile (the Slack ref)."""
+        """Write the incident, keeping events others appended meanwhile (a lost notification).
+
+        Both copies started from the same stored events: the stored ones stay, this job's
+        new ones follow. Every other field is this job's.
+        """
         mine = incident
 
         def merge(current: Incident) -> None:
-            slack_channel, slack_ts = current.slack_channel, current.slack_ts
+            unmatched = [e.model_dump_json() for e in current.events]
+            added = []
+            for event in mine.events:
+                seen = event.model_dump_json()
+                if seen in unmatched:
+                    unmatched.remove(seen)
+                else:
+                    added.append(event)
+            events = [*current.events, *added]
             for name in Incident.model_fields:
                 setattr(current, name, getattr(mine, name))
-            current.slack_channel = mine.slack_channel or slack_channel
-            current.slack_ts = mine.slack_ts or slack_ts
+            current.events = events
 
         saved = await self.store.update_incident(incident.id, merge)
         if saved is None:
             await self.store.put_incident(incident)
             saved = incident
-        else:
-            incident.slack_ts, incident.slack_channel = saved.slack_ts, saved.slack_channel
         if notify and self.notifier is not None:
             model = self.policy.lookup(saved.cluster, saved.namespace, saved.model)
             self.notifier.incident_changed(saved, model.slack_channel if model else None)

@@ -139,9 +139,8 @@ class Incident(BaseModel):
     alerts_joined: int = 0
     """Deliveries that joined after the timeline stopped listing them one by one."""
     confirmation: Confirmation | None = None
-    # Where the incident's Slack message lives, for chat.update.
+    # The channel the policy names for this model (the message reference lives apart).
     slack_channel: str | None = None
-    slack_ts: str | None = None
 
     def add_event(
         self, kind: str, message: str, *, at: datetime, actor: str = "receiver", **data: Any

@@ -1,12 +1,15 @@
-"""Dedup, queue and lease semantics, the same for Redis and the embedded store."""
+"""Dedup, queue, lease and message-ref semantics, the same for Redis and the embedded store."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from receiver.models import Job
-from receiver.store import Store
+import redis.asyncio as aioredis
+
+from receiver.models import Incident, Job
+from receiver.store import MemoryStore, RedisStore, Store
+from tests.conftest import REDIS_URL
 
 
 def job(n: int = 0, **labels: str) -> Job:
@@ -109,3 +112,62 @@ async def test_recent_rollbacks_are_bounded_by_since(store: Store):
     recent = await store.recent_rollbacks("ml-prod/fraud-scorer", now - timedelta(hours=1))
     assert len(recent) == 2
     assert all(r >= now - timedelta(hours=1) for r in recent)
+
+
+async def test_message_refs_are_kept_per_incident_and_replaced_by_a_new_post(store: Store):
+    assert await store.get_message_ref("inc-000000000001") is None
+    await store.set_message_ref("inc-000000000001", "C0123456789", "1700000000.000100")
+    await store.set_message_ref("inc-000000000002", "C0123456789", "1700000000.000200")
+    assert await store.get_message_ref("inc-000000000001") == (
+        "C0123456789",
+        "1700000000.000100",
+    )
+    # Posted anew (the first message was deleted): the new place wins.
+    await store.set_message_ref("inc-000000000001", "C9876543210", "1700000000.000300")
+    assert await store.get_message_ref("inc-000000000001") == (
+        "C9876543210",
+        "1700000000.000300",
+    )
+    assert await store.get_message_ref("inc-000000000002") == (
+        "C0123456789",
+        "1700000000.000200",
+    )
+
+
+async def test_a_message_ref_is_not_part_of_the_incident_record(store: Store):
+    incident = Incident(
+        id="inc-000000000001",
+        namespace="ml-prod",
+        model="fraud-scorer",
+        bad_version="v3",
+        created_at=datetime(2026, 11, 25, 8, 0, tzinfo=UTC),
+        updated_at=datetime(2026, 11, 25, 8, 0, tzinfo=UTC),
+    )
+    await store.put_incident(incident)
+    await store.set_message_ref(incident.id, "C0123456789", "1700000000.000100")
+    # A job writing its copy of the incident back leaves the ref where it is.
+    await store.put_incident(incident)
+    await store.update_incident(incident.id, lambda i: setattr(i, "reason", "rollback"))
+    assert await store.get_message_ref(incident.id) == ("C0123456789", "1700000000.000100")
+
+
+async def test_an_embedded_message_ref_expires_with_the_retention():
+    now = [1000.0]
+    store = MemoryStore(retention_seconds=60, clock=lambda: now[0])
+    await store.set_message_ref("inc-000000000001", "C0123456789", "1700000000.000100")
+    now[0] += 59
+    assert await store.get_message_ref("inc-000000000001") is not None
+    now[0] += 2
+    assert await store.get_message_ref("inc-000000000001") is None
+
+
+async def test_a_redis_message_ref_expires_with_the_retention(key_prefix: str):
+    store = RedisStore.from_url(REDIS_URL, prefix=key_prefix, retention_seconds=60)
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await store.set_message_ref("inc-000000000001", "C0123456789", "1700000000.000100")
+        ttl_ms = await client.pttl(f"{key_prefix}msg:inc-000000000001")
+        assert 0 < ttl_ms <= 60_000
+    finally:
+        await client.aclose()
+        await store.close()

@@ -1,5 +1,5 @@
 """Fixtures for the Slack tests: the Web API stand-in, a real client on a shared session,
-and callbacks that stand for the store (refs, lost notes, once-per-cause claims)."""
+and the embedded store, with what the notifier writes to it recorded for tests to wait on."""
 
 from __future__ import annotations
 
@@ -14,10 +14,13 @@ from prometheus_client import CollectorRegistry
 
 from receiver.metrics import Metrics
 from receiver.models import Incident, IncidentState, IncidentTimes
-from receiver.notifier import Notifier, RetryPolicy, build_client
+from receiver.notify import Notifier, RetryPolicy, build_client
+from receiver.store import MemoryStore
 from tests.standins.slack import SlackStandIn, slack  # noqa: F401 - the fixture
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+# How long a notice's cause is remembered across replicas in these tests.
+NOTICE_TTL_SECONDS = 3600.0
 
 
 def make_incident(**overrides: Any) -> Incident:
@@ -41,36 +44,59 @@ def make_incident(**overrides: Any) -> Incident:
     return Incident(**fields)
 
 
+async def stored(store: MemoryStore, **overrides: Any) -> Incident:
+    """``make_incident``, written to the store first: lost notes are recorded on it there."""
+    incident = make_incident(**overrides)
+    await store.put_incident(incident)
+    return incident
+
+
 def advance(incident: Incident, state: IncidentState, seconds: float, **changes: Any) -> Incident:
     """The incident one step later: new state, ``updated_at`` moved on, other changes set."""
     at = T0 + timedelta(seconds=seconds)
     return incident.model_copy(update={"state": state, "updated_at": at, **changes}, deep=True)
 
 
-class StoreCallbacks:
-    """What the store does for the notifier, recorded so tests can wait on it."""
+class ObservedStore(MemoryStore):
+    """The embedded store; what the notifier writes (message refs, claims, lost notes) is
+    also recorded, and every write wakes ``wait_for``."""
 
     def __init__(self) -> None:
+        super().__init__(retention_seconds=3600)
         self.refs: list[tuple[str, str, str]] = []
-        self.lost: list[tuple[str, str]] = []
         self.claims: list[str] = []
-        self.claimed: set[str] = set()
+        self.latest: dict[str, Incident] = {}
         self._changed = asyncio.Condition()
 
-    async def save_ref(self, incident_id: str, channel: str, ts: str) -> None:
+    async def set_message_ref(self, incident_id: str, channel: str, ts: str) -> None:
+        await super().set_message_ref(incident_id, channel, ts)
         self.refs.append((incident_id, channel, ts))
         await self._notify()
 
-    async def record_lost(self, incident_id: str, error: str) -> None:
-        self.lost.append((incident_id, error))
-        await self._notify()
-
-    async def claim_once(self, cause_key: str) -> bool:
-        self.claims.append(cause_key)
-        first = cause_key not in self.claimed
-        self.claimed.add(cause_key)
+    async def claim_once(self, key: str, ttl_seconds: float) -> bool:
+        self.claims.append(key)
+        first = await super().claim_once(key, ttl_seconds)
         await self._notify()
         return first
+
+    async def update_incident(
+        self, incident_id: str, change: Callable[[Incident], None]
+    ) -> Incident | None:
+        updated = await super().update_incident(incident_id, change)
+        if updated is not None:
+            self.latest[incident_id] = updated
+        await self._notify()
+        return updated
+
+    @property
+    def lost(self) -> list[tuple[str, str]]:
+        """The ``notification_lost`` notes on the stored incidents: (incident id, reason)."""
+        return [
+            (incident_id, event.message)
+            for incident_id, incident in self.latest.items()
+            for event in incident.events
+            if event.kind == "notification_lost"
+        ]
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         async with asyncio.timeout(timeout), self._changed:
@@ -92,8 +118,8 @@ def metrics() -> Metrics:
 
 
 @pytest.fixture
-def store() -> StoreCallbacks:
-    return StoreCallbacks()
+def store() -> ObservedStore:
+    return ObservedStore()
 
 
 @pytest.fixture
@@ -112,22 +138,34 @@ async def make_notifier(
     slack: SlackStandIn,  # noqa: F811 - the fixture imported above
     session: aiohttp.ClientSession,
     metrics: Metrics,
-    store: StoreCallbacks,
+    store: ObservedStore,
 ) -> AsyncIterator[Callable[..., Awaitable[Notifier]]]:
-    """Build started notifiers on the shared session; each is closed after the test."""
+    """Build started notifiers on the shared session (each one a replica of its own); each
+    is closed after the test. They share ``store`` unless given a ``backend`` of their own
+    (a Redis store), and talk to the stand-in unless given another ``base_url``."""
     built: list[Notifier] = []
 
     async def build(
-        *, token: str | None = "default", channel: str | None = "#ml-oncall", **kwargs: Any
+        *,
+        token: str | None = "default",
+        channel: str | None = "#ml-oncall",
+        backend: Any = None,
+        base_url: str | None = None,
+        **kwargs: Any,
     ) -> Notifier:
-        client = build_client(session, slack.token if token == "default" else token, slack.base_url)
+        client = build_client(
+            session, slack.token if token == "default" else token, base_url or slack.base_url
+        )
+        shared = backend if backend is not None else store
         notifier = Notifier(
             client,
             default_channel=channel,
-            metrics=metrics,
-            save_ref=store.save_ref,
-            record_lost=store.record_lost,
-            claim_once=store.claim_once,
+            metrics=kwargs.pop("metrics", metrics),
+            messages=shared,
+            leases=shared,
+            claims=shared,
+            incidents=shared,
+            notice_ttl_seconds=NOTICE_TTL_SECONDS,
             retry=kwargs.pop("retry", FAST_RETRY),
             **kwargs,
         )

@@ -1,7 +1,7 @@
 """Delivery against the Slack stand-in with a real AsyncWebClient on a shared session.
 
-Nothing here sleeps to win a race: tests wait on the stand-in's calls, on the store
-callbacks or on ``Notifier.flush``, each with a timeout.
+Nothing here sleeps to win a race: tests wait on the stand-in's calls, on the store's
+writes or on ``Notifier.flush``, each with a timeout.
 """
 
 from __future__ import annotations
@@ -14,14 +14,15 @@ from datetime import timedelta
 import pytest
 
 from receiver.metrics import Metrics
-from receiver.models import Incident, IncidentState
-from receiver.notifier import Notifier, RetryPolicy, render_incident, render_notice
+from receiver.models import IncidentState
+from receiver.notify import Notifier, RetryPolicy, render_incident, render_notice
 from tests.slack.conftest import (
     T0,
-    StoreCallbacks,
+    ObservedStore,
     advance,
     make_incident,
     sent_count,
+    stored,
 )
 from tests.standins.slack import SlackStandIn, channel_id
 
@@ -30,15 +31,8 @@ POST = "chat.postMessage"
 UPDATE = "chat.update"
 
 
-def with_ref(incident: Incident, store: StoreCallbacks) -> Incident:
-    """The incident as the store holds it once ``save_ref`` ran: carrying its message ref."""
-    refs = [r for r in store.refs if r[0] == incident.id]
-    _, channel, ts = refs[-1]
-    return incident.model_copy(update={"slack_channel": channel, "slack_ts": ts})
-
-
 async def test_a_full_incident_is_one_message_posted_then_updated_in_place(
-    make_notifier: MakeNotifier, slack: SlackStandIn, store: StoreCallbacks, metrics: Metrics
+    make_notifier: MakeNotifier, slack: SlackStandIn, store: ObservedStore, metrics: Metrics
 ) -> None:
     notifier = await make_notifier()
     opened = make_incident()
@@ -71,7 +65,7 @@ async def test_a_full_incident_is_one_message_posted_then_updated_in_place(
     notifier.incident_changed(opened, "#fraud-oncall")
     await store.wait_for(lambda: len(store.refs) == 1)
     for number, step in enumerate(steps, start=1):
-        notifier.incident_changed(with_ref(step, store), "#fraud-oncall")
+        notifier.incident_changed(step, "#fraud-oncall")
         await slack.wait_for(lambda n=number: slack.counts[UPDATE] == n)
     assert await notifier.flush(5)
 
@@ -94,7 +88,7 @@ async def test_a_full_incident_is_one_message_posted_then_updated_in_place(
 
 
 async def test_fifty_changes_for_one_incident_make_one_message(
-    make_notifier: MakeNotifier, slack: SlackStandIn, store: StoreCallbacks
+    make_notifier: MakeNotifier, slack: SlackStandIn, store: ObservedStore
 ) -> None:
     notifier = await make_notifier()
     slack.delay = 0.1  # keep the first post in flight while more changes arrive
@@ -105,7 +99,7 @@ async def test_fifty_changes_for_one_incident_make_one_message(
     for snapshot in snapshots[:25]:
         notifier.incident_changed(snapshot)
     await slack.wait_for(lambda: slack.arrivals[POST] == 1)
-    # None of these carries slack_ts yet: the notifier must use the ts it learned.
+    # The post's answer is not in yet: these must wait for it and update, never post again.
     for snapshot in snapshots[25:]:
         notifier.incident_changed(snapshot)
     assert await notifier.flush(5)
@@ -145,7 +139,7 @@ async def test_an_older_snapshot_never_overwrites_a_newer_one(
 
 
 async def test_rate_limit_waits_retry_after_without_blocking_other_incidents(
-    make_notifier: MakeNotifier, slack: SlackStandIn, store: StoreCallbacks, metrics: Metrics
+    make_notifier: MakeNotifier, slack: SlackStandIn, store: ObservedStore, metrics: Metrics
 ) -> None:
     notifier = await make_notifier(senders=1)  # one sender: a blocked FIFO would show
     first = make_incident(id="inc-aaaaaaaaaaaa")
@@ -154,7 +148,7 @@ async def test_rate_limit_waits_retry_after_without_blocking_other_incidents(
     await store.wait_for(lambda: len(store.refs) == 1)
 
     slack.rate_limit(1, retry_after=1, method=UPDATE)
-    notifier.incident_changed(with_ref(advance(first, IncidentState.ACTING, 1), store))
+    notifier.incident_changed(advance(first, IncidentState.ACTING, 1))
     await slack.wait_for(lambda: any(c.status == 429 for c in slack.calls))
     notifier.incident_changed(second)
     await slack.wait_for(lambda: slack.counts[POST] == 2)
@@ -174,13 +168,13 @@ async def test_rate_limit_waits_retry_after_without_blocking_other_incidents(
 async def test_a_permanent_error_is_recorded_lost_at_once(
     make_notifier: MakeNotifier,
     slack: SlackStandIn,
-    store: StoreCallbacks,
+    store: ObservedStore,
     metrics: Metrics,
     error: str,
 ) -> None:
     notifier = await make_notifier()
     slack.fail_with(error, times=100, method=POST)
-    incident = make_incident()
+    incident = await stored(store)
 
     notifier.incident_changed(incident, "#fraud-oncall")
     await store.wait_for(lambda: bool(store.lost))
@@ -194,11 +188,11 @@ async def test_a_permanent_error_is_recorded_lost_at_once(
 
 
 async def test_a_wrong_token_is_lost_as_invalid_auth(
-    make_notifier: MakeNotifier, slack: SlackStandIn, store: StoreCallbacks
+    make_notifier: MakeNotifier, slack: SlackStandIn, store: ObservedStore
 ) -> None:
     notifier = await make_notifier(token="xoxb-not-the-right-one")
 
-    notifier.incident_changed(make_incident())
+    notifier.incident_changed(await stored(store))
     assert await notifier.flush(5)
 
     assert slack.counts == {POST: 1}
@@ -216,14 +210,14 @@ async def test_a_wrong_token_is_lost_as_invalid_auth(
 async def test_a_bad_or_missing_channel_is_lost_without_a_call(
     make_notifier: MakeNotifier,
     slack: SlackStandIn,
-    store: StoreCallbacks,
+    store: ObservedStore,
     channel: str | None,
     default: str | None,
     reason: str,
 ) -> None:
     notifier = await make_notifier(channel=default)
 
-    notifier.incident_changed(make_incident(), channel)
+    notifier.incident_changed(await stored(store), channel)
     assert await notifier.flush(5)
 
     assert slack.calls == []
@@ -231,12 +225,12 @@ async def test_a_bad_or_missing_channel_is_lost_without_a_call(
 
 
 async def test_a_server_error_is_retried_then_sent(
-    make_notifier: MakeNotifier, slack: SlackStandIn, store: StoreCallbacks, metrics: Metrics
+    make_notifier: MakeNotifier, slack: SlackStandIn, store: ObservedStore, metrics: Metrics
 ) -> None:
     notifier = await make_notifier()
     slack.server_error(1, method=POST)
 
-    notifier.incident_changed(make_incident())
+    notifier.incident_changed(await stored(store))
     assert await notifier.flush(5)
 
     assert [c.status for c in slack.calls_to(POST)] == [500, 200]
@@ -248,7 +242,7 @@ async def test_a_server_error_is_retried_then_sent(
 
 
 async def test_retries_give_up_after_the_attempt_budget(
-    make_notifier: MakeNotifier, slack: SlackStandIn, store: StoreCallbacks, metrics: Metrics
+    make_notifier: MakeNotifier, slack: SlackStandIn, store: ObservedStore, metrics: Metrics
 ) -> None:
     retry = RetryPolicy(
         max_attempts=3, base_backoff_seconds=0.01, max_backoff_seconds=0.02, jitter=False
@@ -256,7 +250,7 @@ async def test_retries_give_up_after_the_attempt_budget(
     notifier = await make_notifier(retry=retry)
     slack.server_error(100)
 
-    notifier.incident_changed(make_incident())
+    notifier.incident_changed(await stored(store))
     await store.wait_for(lambda: bool(store.lost))
     assert await notifier.flush(5)
 
@@ -268,7 +262,7 @@ async def test_retries_give_up_after_the_attempt_budget(
 
 
 async def test_a_deleted_message_is_posted_anew_and_its_ref_saved(
-    make_notifier: MakeNotifier, slack: SlackStandIn, store: StoreCallbacks
+    make_notifier: MakeNotifier, slack: SlackStandIn, store: ObservedStore
 ) -> None:
     notifier = await make_notifier()
     incident = make_incident()
@@ -277,7 +271,7 @@ async def test_a_deleted_message_is_posted_anew_and_its_ref_saved(
     _, channel, old_ts = store.refs[0]
     slack.delete_message(channel, old_ts)
 
-    acting = with_ref(advance(incident, IncidentState.ACTING, 1), store)
+    acting = advance(incident, IncidentState.ACTING, 1)
     notifier.incident_changed(acting)
     await store.wait_for(lambda: len(store.refs) == 2)
     assert await notifier.flush(5)
@@ -288,15 +282,17 @@ async def test_a_deleted_message_is_posted_anew_and_its_ref_saved(
     assert new_ts != old_ts
     assert slack.message(new_channel, new_ts).text == render_incident(acting)[0]
 
-    # The next change goes to the new message, even from a snapshot still naming the old one.
+    assert await store.get_message_ref(incident.id) == (new_channel, new_ts)
+
+    # The next change goes to the new message.
     notifier.incident_changed(advance(acting, IncidentState.VERIFIED, 2))
     assert await notifier.flush(5)
     assert slack.calls_to(UPDATE)[-1].body["ts"] == new_ts
     assert slack.counts == {POST: 2, UPDATE: 2}
 
 
-async def test_a_ref_carried_by_the_incident_is_updated_by_a_fresh_process(
-    make_notifier: MakeNotifier, slack: SlackStandIn, store: StoreCallbacks
+async def test_a_ref_stored_by_one_process_is_updated_by_a_fresh_one(
+    make_notifier: MakeNotifier, slack: SlackStandIn, store: ObservedStore
 ) -> None:
     first = await make_notifier()
     incident = make_incident()
@@ -304,7 +300,7 @@ async def test_a_ref_carried_by_the_incident_is_updated_by_a_fresh_process(
     await store.wait_for(lambda: len(store.refs) == 1)
 
     restarted = await make_notifier()
-    restarted.incident_changed(with_ref(advance(incident, IncidentState.ACTING, 1), store))
+    restarted.incident_changed(advance(incident, IncidentState.ACTING, 1))
     assert await restarted.flush(5)
 
     assert slack.counts == {POST: 1, UPDATE: 1}
@@ -340,7 +336,7 @@ async def test_without_a_token_messages_go_to_the_log_in_the_same_words(
 
 
 async def test_notice_once_posts_once_per_cause_across_calls_and_replicas(
-    make_notifier: MakeNotifier, slack: SlackStandIn, store: StoreCallbacks
+    make_notifier: MakeNotifier, slack: SlackStandIn, store: ObservedStore
 ) -> None:
     notifier = await make_notifier()
     other_replica = await make_notifier()
@@ -376,12 +372,12 @@ async def test_close_drains_what_is_pending(
 
 
 async def test_close_counts_what_it_could_not_deliver_as_lost(
-    make_notifier: MakeNotifier, slack: SlackStandIn, store: StoreCallbacks, metrics: Metrics
+    make_notifier: MakeNotifier, slack: SlackStandIn, store: ObservedStore, metrics: Metrics
 ) -> None:
     notifier = await make_notifier()
     slack.rate_limit(1, retry_after=30)
 
-    notifier.incident_changed(make_incident())
+    notifier.incident_changed(await stored(store))
     await slack.wait_for(lambda: slack.counts[POST] == 1)
     await notifier.close(timeout=0.2)
 

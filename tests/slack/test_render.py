@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from receiver.models import IncidentState, IncidentTimes
-from receiver.notifier import (
+from receiver.notify import (
     FIELD_MAX_CHARS,
     HEADER_MAX_CHARS,
     SECTION_TEXT_MAX_CHARS,

@@ -1,0 +1,58 @@
+"""Slack as the notification sink: Block Kit rendering (``render``), the message refs and
+first-post claims (``refs``) and background delivery (``outbox``)."""
+
+from receiver.notify.slack.outbox import (
+    POST_CLAIM_SECONDS,
+    RETRYABLE_ERRORS,
+    Notifier,
+    RetryPolicy,
+    build_client,
+)
+from receiver.notify.slack.render import (
+    ACTIONS_BLOCK_ID,
+    FALLBACK_TEXT_MAX_CHARS,
+    FIELD_MAX_CHARS,
+    HEADER_MAX_CHARS,
+    LINK_URL_MAX_CHARS,
+    MAX_FIELDS,
+    SECTION_TEXT_MAX_CHARS,
+    actions_block,
+    clip,
+    escape,
+    format_offset,
+    incident_text,
+    notice_text,
+    render_incident,
+    render_notice,
+    state_view,
+    timeline_lines,
+    valid_channel,
+    verbatim,
+)
+
+__all__ = [
+    "ACTIONS_BLOCK_ID",
+    "FALLBACK_TEXT_MAX_CHARS",
+    "FIELD_MAX_CHARS",
+    "HEADER_MAX_CHARS",
+    "LINK_URL_MAX_CHARS",
+    "MAX_FIELDS",
+    "POST_CLAIM_SECONDS",
+    "RETRYABLE_ERRORS",
+    "SECTION_TEXT_MAX_CHARS",
+    "Notifier",
+    "RetryPolicy",
+    "actions_block",
+    "build_client",
+    "clip",
+    "escape",
+    "format_offset",
+    "incident_text",
+    "notice_text",
+    "render_incident",
+    "render_notice",
+    "state_view",
+    "timeline_lines",
+    "valid_channel",
+    "verbatim",
+]

@@ -1,0 +1,242 @@
+"""The Redis work queue: dedup and enqueue in one script, jobs in a Stream, takeovers.
+
+Dedup and enqueue happen in one Lua script, so no delivery is ever claimed without its
+job; jobs live in a Redis Stream read through a consumer group, and entries left pending
+by a dead worker are taken over (``XAUTOCLAIM``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from receiver.errors import StoreUnavailable
+from receiver.models import Job
+from receiver.store.base import QueuedJob, QueueStats
+from receiver.store.redis_base import RedisBase, ms, text
+
+CONSUMER_GROUP = "workers"
+
+# KEYS[1] = stream, KEYS[2..] = dedup keys; ARGV[1] = ttl in ms, ARGV[2..] = job payloads.
+_INGEST_LUA = """
+local out = {}
+for i = 2, #KEYS do
+  if redis.call('SET', KEYS[i], '1', 'NX', 'PX', ARGV[1]) then
+    redis.call('XADD', KEYS[1], '*', 'job', ARGV[i])
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+"""
+
+# Renew a job only while this consumer still owns it, so a worker that stalled past its
+# lease cannot steal the job back from the one that took it over.
+_RENEW_JOB_LUA = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
+if #p == 0 then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+return 1
+"""
+
+
+# Alerts per script call at most, so one call never blocks Redis for long.
+_INGEST_BATCH_MAX = 512
+
+# (dedup keys, job payloads, ttl in ms, the caller's future)
+_IngestCall = tuple[list[str], list[str], int, "asyncio.Future[list[bool]]"]
+
+
+def _decode_entry(fields: dict[bytes, bytes] | None) -> Job | None:
+    if not fields:
+        return None
+    raw = fields.get(b"job")
+    if raw is None:
+        return None
+    return Job.model_validate_json(raw)
+
+
+class RedisQueue(RedisBase):
+    """``Intake`` and ``JobQueue`` on a Redis Stream with one consumer group."""
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str, retention_seconds: float) -> None:
+        super().__init__(client, prefix=prefix, retention_seconds=retention_seconds)
+        self._stream = f"{prefix}jobs"
+        self._ingest = client.register_script(_INGEST_LUA)
+        self._pending_ingest: deque[_IngestCall] = deque()
+        self._ingest_task: asyncio.Task[None] | None = None
+        self._renew_job = client.register_script(_RENEW_JOB_LUA)
+
+    async def ingest(self, items: Sequence[tuple[str, Job]], ttl_seconds: float) -> list[bool]:
+        """Group commit: deliveries arriving while a script call is in flight share the next.
+
+        Under load, many webhook requests then cost one round trip; when idle, a delivery
+        goes out at once. The script stays atomic per item (SET NX, then XADD).
+        """
+        if not items:
+            return []
+        waiter: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
+        self._pending_ingest.append(
+            (
+                [f"{self._p}dedup:{key}" for key, _ in items],
+                [job.model_dump_json() for _, job in items],
+                ms(ttl_seconds),
+                waiter,
+            )
+        )
+        if self._ingest_task is None:
+            self._ingest_task = asyncio.create_task(self._flush_ingest(), name="ingest-flush")
+        return await waiter
+
+    async def _flush_ingest(self) -> None:
+        try:
+            while self._pending_ingest:
+                batch: list[_IngestCall] = []
+                size = 0
+                ttl = self._pending_ingest[0][2]
+                while (
+                    self._pending_ingest
+                    and self._pending_ingest[0][2] == ttl
+                    and size < _INGEST_BATCH_MAX
+                ):
+                    call = self._pending_ingest.popleft()
+                    batch.append(call)
+                    size += len(call[0])
+                keys = [self._stream] + [k for call in batch for k in call[0]]
+                args: list[str | int] = [ttl] + [a for call in batch for a in call[1]]
+                try:
+                    async with self._errors("ingest"):
+                        result = await self._ingest(keys=keys, args=args)
+                except BaseException as e:
+                    # Every waiter gets an answer, whatever happened to the call: a
+                    # webhook request must never hang on a lost future.
+                    failure = (
+                        e
+                        if isinstance(e, StoreUnavailable)
+                        else StoreUnavailable(f"Redis ingest interrupted: {e!r}; retry")
+                    )
+                    for call in batch:
+                        if not call[3].done():
+                            call[3].set_exception(failure)
+                    if not isinstance(e, Exception):
+                        raise
+                    continue
+                offset = 0
+                for call in batch:
+                    n = len(call[0])
+                    if not call[3].done():
+                        call[3].set_result([bool(x) for x in result[offset : offset + n]])
+                    offset += n
+        finally:
+            self._ingest_task = None
+
+    async def enqueue(self, job: Job) -> str:
+        async with self._errors("enqueue"):
+            entry = await self._r.xadd(self._stream, {"job": job.model_dump_json()})
+        return entry.decode() if isinstance(entry, bytes) else str(entry)
+
+    async def ensure_group(self) -> None:
+        async with self._errors("create consumer group"):
+            try:
+                # Id 0: entries added while the group was missing (Redis restarted empty,
+                # webhook already accepting) are delivered too.
+                await self._r.xgroup_create(self._stream, CONSUMER_GROUP, id="0", mkstream=True)
+            except ResponseError as e:
+                if "BUSYGROUP" not in str(e):
+                    raise
+
+    def _queued(self, raw: Iterable[tuple[bytes, dict[bytes, bytes] | None]]) -> list[QueuedJob]:
+        out = []
+        for entry_id, fields in raw:
+            job = _decode_entry(fields)
+            if job is not None:
+                out.append(QueuedJob(entry_id=entry_id.decode(), job=job))
+        return out
+
+    async def read(self, consumer: str, *, count: int, block_seconds: float) -> list[QueuedJob]:
+        async with self._errors("read jobs"):
+            try:
+                result = await self._r.xreadgroup(
+                    CONSUMER_GROUP,
+                    consumer,
+                    {self._stream: ">"},
+                    count=count,
+                    block=ms(block_seconds),
+                )
+            except ResponseError as e:
+                if "NOGROUP" in str(e):
+                    await self.ensure_group()
+                    return []
+                raise
+        if not result:
+            return []
+        _, entries = result[0]
+        return self._queued(entries)
+
+    async def claim_stale(
+        self, consumer: str, *, min_idle_seconds: float, count: int
+    ) -> list[QueuedJob]:
+        async with self._errors("claim stale jobs"):
+            try:
+                result = await self._r.xautoclaim(
+                    self._stream,
+                    CONSUMER_GROUP,
+                    consumer,
+                    min_idle_time=ms(min_idle_seconds),
+                    start_id="0-0",
+                    count=count,
+                )
+            except ResponseError as e:
+                if "NOGROUP" in str(e):
+                    await self.ensure_group()
+                    return []
+                raise
+            claimed = self._queued(result[1])
+            if not claimed:
+                return []
+            # Delivery counts tell a poison job (always failing) from a crashed worker.
+            pending = await self._r.xpending_range(
+                self._stream,
+                CONSUMER_GROUP,
+                min=claimed[0].entry_id,
+                max=claimed[-1].entry_id,
+                count=len(claimed) + 16,
+                consumername=consumer,
+            )
+        counts = {text(p["message_id"]): int(p["times_delivered"]) for p in pending}
+        return [QueuedJob(q.entry_id, q.job, deliveries=counts.get(q.entry_id, 2)) for q in claimed]
+
+    async def renew_job(self, consumer: str, entry_id: str) -> bool:
+        async with self._errors("renew job"):
+            ok = await self._renew_job(
+                keys=[self._stream], args=[CONSUMER_GROUP, consumer, entry_id]
+            )
+        return bool(ok)
+
+    async def ack(self, entry_id: str) -> None:
+        async with self._errors("acknowledge job"):
+            async with self._r.pipeline(transaction=True) as pipe:
+                pipe.xack(self._stream, CONSUMER_GROUP, entry_id)
+                pipe.xdel(self._stream, entry_id)
+                await pipe.execute()
+
+    async def queue_stats(self) -> QueueStats:
+        async with self._errors("queue stats"), self._r.pipeline(transaction=False) as pipe:
+            pipe.xlen(self._stream)
+            pipe.xrange(self._stream, count=1)
+            depth, first = await pipe.execute()
+        if not depth or not first:
+            return QueueStats(0, 0.0)
+        ms = int(first[0][0].decode().split("-")[0])
+        return QueueStats(int(depth), max(0.0, time.time() - ms / 1000))
+
+    async def _finish_ingest(self) -> None:
+        """Let a group commit in flight answer its waiters (on close)."""
+        if self._ingest_task is not None:
+            await asyncio.wait({self._ingest_task}, timeout=5)
