@@ -60,8 +60,8 @@ RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 SHADOW = "fraud-scorer-shadow"
 """A second model the policy serves from the same Deployment."""
 HELD_REPLY_SECONDS = 30.0
-"""How long the stand-in holds a landed PATCH's reply while the receiver is stopped: far
-longer than stopping takes; the stand-in's shutdown ends the hold at the test's end."""
+"""The most the stand-in holds a landed PATCH's reply while the receiver is stopped: far
+longer than stopping takes; the test releases it as soon as the receiver is gone."""
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -153,9 +153,7 @@ async def unfreeze_once_verifying(world: Any) -> None:
     world.kube.unfreeze(NS, MODEL)
 
 
-async def assert_finished_as_on_the_first_run(
-    world: Any, client: Any, *, rolled_back_events: int = 1
-) -> dict[str, Any]:
+async def assert_finished_as_on_the_first_run(world: Any, client: Any) -> dict[str, Any]:
     """What a rollback leaves behind, whichever run of the job got past the PATCH."""
     item = await wait_state(client, "verified", timeout=30)
     assert (item["bad_version"], item["target_version"]) == ("v3", "v2")
@@ -167,7 +165,7 @@ async def assert_finished_as_on_the_first_run(
     assert serving_version(world.kube) == "v2"
     assert versions_marked_bad(world.kube) == ["v3"]
     assert listed_bad(world.kube) == ["v3"]
-    events = await kube_events(world.kube, "ModelRolledBack", rolled_back_events)
+    events = await kube_events(world.kube, "ModelRolledBack")
     assert item["id"] in events[0]["note"] and "v3 -> v2" in events[0]["note"]
     assert len(await rollbacks_counted(client)) == 1
     assert metric(client, "receiver_received_to_switched_seconds_count", strategy="rollout-undo")
@@ -203,6 +201,7 @@ async def test_a_patch_whose_reply_is_lost_is_finished_by_the_redriven_job(world
     await unfreeze_once_verifying(world)
 
     await assert_finished_as_on_the_first_run(world, client)
+    # The one template PATCH is the lost one (a dropped reply has no status at all).
     assert template_patch_statuses(world) == [500 if lost == "500" else None]
 
 
@@ -366,8 +365,7 @@ async def test_a_patch_the_api_server_refuses_fails_the_incident_once(
     assert template_patch_statuses(world) == [status]
     assert serving_version(world.kube) == "v3"
     assert world.kube.events(NS, reason="ModelRolledBack") == []
-    stats = await client.app[keys.STORE].queue_stats()
-    assert stats.depth == 0 or stats.oldest_age_seconds == 0
+    assert (await client.app[keys.STORE].queue_stats()).depth == 0, "acknowledged"
 
 
 # --- 3. a restart does not re-date the version --------------------------------------------
@@ -541,7 +539,7 @@ async def test_a_recreated_replicaset_of_a_bad_version_is_never_a_target(world, 
     items = await decided(client, jobs=2)
     second = next(i for i in items if i["bad_version"] == "v4")
     assert second["target_version"] == "v2", "the rebuilt v3 is listed bad on the Deployment"
-    await wait_state(client, "verified")
+    assert second["state"] == "verified"  # its job is done: verified and recorded
     assert serving_version(world.kube) == "v2"
 
 
@@ -596,10 +594,9 @@ async def test_a_persons_later_restore_of_our_target_is_not_ours(world, delivery
     second = next(i for i in items if i["bad_version"] == "v2")
     assert second["reason"] != "made_current_by_us"
     # Judged by causality (v2 came back just before the alert): rolled back to v1.
-    assert second["target_version"] == "v1"
-    await wait_for(
-        lambda: serving_version(world.kube) == "v1", timeout=15, what="the rollback to v1"
-    )
+    assert (second["reason"], second["target_version"]) == ("rollback", "v1")
+    assert second["state"] == "verified"
+    assert serving_version(world.kube) == "v1"
 
 
 # --- 9. conflicts from status writes -------------------------------------------------------
