@@ -192,6 +192,9 @@ class RollbackService:
             inputs=_inputs(target.workload, facts),
         )
         if decision.action is Action.ROLLBACK:
+            if decision.escalate:  # acting on a version rolled back before: page people too
+                incident.add_event("escalated", decision.detail, at=now)
+                self._event(target, "ModelRollbackEscalated", decision.detail, "Warning")
             await self._rollback(job, target, decision, incident)
         elif decision.action is Action.VERIFY:
             await self._finish(job, target, decision, incident)
@@ -294,7 +297,9 @@ class RollbackService:
             incident.target_revision = annotations.get(ours.ROLLED_BACK_TO_REVISION, "")
         if incident.times.acting is None:
             incident.times.acting = switched
-        first = not any(e.kind == "switched" for e in incident.events)
+        # This switch is known by our changed-at (the PATCH's own time): recorded once, and a
+        # later rollback of a reopened incident is a switch of its own.
+        first = incident.times.switched is None or incident.times.switched < switched
         if first:
             incident.times.switched = switched
             incident.add_event(

@@ -18,6 +18,8 @@ from receiver.kinds.deployment import (
     current_template_hash,
     deployment_view,
     mark_bad_patch,
+    owned_replicasets,
+    revision_number,
     rollout_status,
     selector_string,
     template_matches,
@@ -76,12 +78,19 @@ class RolloutUndo:
     async def mark_bad(
         self, kube: KubeClient, workload: Workload, bad_revision: str, incident_id: str
     ) -> None:
-        view = workload.view
-        revisions = [*view.candidates, *([view.serving] if view.serving else [])]
-        for revision in revisions:
-            if str(revision.number) == bad_revision and not revision.bad:
+        # Every owned ReplicaSet, by its own mark: on a re-drive the view lists the bad
+        # version as bad already (``bad-versions``, same PATCH), and a lagging controller
+        # may not have re-adopted the target yet, leaving the bad revision the newest.
+        deployment = workload.objects["deployment"]
+        for rs in owned_replicasets(deployment, workload.objects["replicasets"]):
+            metadata = rs.get("metadata") or {}
+            if str(revision_number(rs)) == bad_revision and ours.BAD not in (
+                metadata.get("annotations") or {}
+            ):
                 await kube.patch_replicaset(
-                    view.namespace, revision.name, mark_bad_patch(incident_id)
+                    workload.view.namespace,
+                    str(metadata.get("name", "")),
+                    mark_bad_patch(incident_id),
                 )
 
     async def rollout(self, kube: KubeClient, model: ModelPolicy) -> RolloutStatus:

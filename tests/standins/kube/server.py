@@ -85,6 +85,7 @@ Obj = dict[str, Any]
 FLOWSCHEMA_UID = "17cb8861-fc85-479b-92df-779a4563b8a2"
 PRIORITYLEVEL_UID = "579a8138-81ef-495f-975c-fbacfbe713f9"
 CHUNKED_ABOVE = 2048  # recorded responses from 2.1 KB up were chunked
+_HELD = web.RequestKey("standin_reply_held", bool)  # an `after` fault holds the reply
 SEED_MANAGER = "kubectl"
 DEFAULT_USER = "system:serviceaccount:ml-prod:rollback-receiver"
 BOOKMARK_INTERVAL = 60.0  # the watch cache's bookmark heartbeat
@@ -116,7 +117,11 @@ class RecordedRequest:
 
 @dataclass
 class Fault:
-    """An injected answer for matching requests: from the `nth` match on, `times` times."""
+    """An injected answer for matching requests: from the `nth` match on, `times` times.
+
+    With `after`, the request is carried out first and only its answer is replaced (a write
+    that lands but whose reply is lost); `drop` closes the connection instead of answering.
+    """
 
     method: str
     path: str | re.Pattern[str]
@@ -127,8 +132,20 @@ class Fault:
     delay: float = 0.0
     message: str | None = None
     user: str = "system:serviceaccount:ml-prod:rollback-receiver"
+    after: bool = False
+    drop: bool = False
     seen: int = 0
     hits: int = 0
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def release(self) -> None:
+        """End the `delay` of the requests held now and to come: they are answered at once."""
+        self.released.set()
+
+    async def hold(self) -> None:
+        if self.delay and not self.released.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.released.wait(), self.delay)
 
     def matches(self, method: str, path: str) -> bool:
         if self.method not in ("*", method.upper()):
@@ -306,7 +323,8 @@ class KubeStandIn:
         headers = self._headers(extra)
         if status == 403:
             headers["X-Content-Type-Options"] = "nosniff"
-        if len(data) <= CHUNKED_ABOVE:
+        # A reply held back by an `after` fault is built whole, not streamed yet.
+        if len(data) <= CHUNKED_ABOVE or request.get(_HELD):
             return web.Response(
                 status=status, body=data, headers=headers, content_type="application/json"
             )
@@ -334,15 +352,27 @@ class KubeStandIn:
         try:
             route = self._route(request)
             fault = next((f for f in self.faults if f.matches(request.method, request.path)), None)
-            if fault is not None and fault.take():
-                if fault.delay:
-                    await asyncio.sleep(fault.delay)
+            if fault is not None and not fault.take():
+                fault = None
+            applied: web.StreamResponse | None = None
+            if fault is not None and fault.after:
+                self._authenticate(request)
+                request[_HELD] = True
+                applied = await self._dispatch(request, route, raw, content_type)
+            if fault is not None:
+                await fault.hold()
+                if fault.drop:
+                    record.fault = True
+                    assert request.transport is not None
+                    request.transport.abort()
+                    return web.Response(status=500)
                 if fault.status is not None:
                     record.fault = True
                     raise self._fault_error(fault, request, route)
             self._authenticate(request)
-            self._authorize(request, route)
-            response = await self._dispatch(request, route, raw, content_type)
+            if applied is None:
+                self._authorize(request, route)
+            response = applied or await self._dispatch(request, route, raw, content_type)
         except ApiError as error:
             record.status = int(error.body.get("code", 500))
             return await self._respond(request, record.status, error.body, error.headers)
@@ -1582,14 +1612,30 @@ class KubeStandIn:
         delay: float = 0.0,
         message: str | None = None,
         user: str = "system:serviceaccount:ml-prod:rollback-receiver",
+        after: bool = False,
+        drop: bool = False,
     ) -> Fault:
         """Answer matching requests with `status` (or just delay them when status is None).
 
         `path` is a glob on the request path (`/apis/apps/v1/namespaces/*/deployments/x`) or a
         compiled regex. The fault applies from the `nth` matching request on, `times` times
         (None: for ever). 409/404/403/422 bodies are the API server's own wording.
+        `after=True` carries the request out first, then answers with the fault (the change
+        lands, its reply is lost or late); `drop=True` closes the connection unanswered.
         """
-        fault = Fault(method.upper(), path, status, nth, times, retry_after, delay, message, user)
+        fault = Fault(
+            method.upper(),
+            path,
+            status,
+            nth,
+            times,
+            retry_after,
+            delay,
+            message,
+            user,
+            after,
+            drop,
+        )
         self.faults.append(fault)
         return fault
 
