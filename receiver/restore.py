@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from receiver.clients.k8s import Clusters
 from receiver.errors import ReceiverError
 from receiver.policy import Policy
-from receiver.rollback import executor_for
-from receiver.store import Store, model_key
+from receiver.rollback import executor_for, workload_lease_key
+from receiver.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +63,8 @@ async def restore_facts(store: Store, policy: Policy, clusters: Clusters) -> Res
                 log.warning("start-up facts of %s not read: %s", name, e)
                 return
         if changed is not None:
-            await store.record_rollback(
-                model_key(model.namespace, model.name, model.cluster), changed
-            )
+            # The same key the service counts under for the guards.
+            await store.record_rollback(workload_lease_key(executor, model), changed)
         result.read += 1
 
     await asyncio.gather(*(one(i) for i in range(len(policy.models))))

@@ -34,7 +34,13 @@ from receiver.metrics import Metrics
 from receiver.models import Incident, IncidentState, Job, Verdict, utcnow
 from receiver.notify import Notifier
 from receiver.policy import Policy, Resolved, resolve
-from receiver.rollback import Executor, StrategyUnavailable, Workload, executor_for
+from receiver.rollback import (
+    Executor,
+    StrategyUnavailable,
+    Workload,
+    executor_for,
+    workload_lease_key,
+)
 from receiver.store import Store, model_key
 from receiver.verify.loop import verify
 from receiver.verify.probe import probe_model
@@ -105,8 +111,7 @@ class RollbackService:
             except StrategyUnavailable:
                 pass
             else:
-                key = executor.workload_key(model)
-                return f"{job.cluster}/{key}" if job.cluster else key
+                return workload_lease_key(executor, model)
         return model_key(job.namespace, job.model, job.cluster)
 
     # -- the pipeline ---------------------------------------------------------------------

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from receiver.errors import PermanentError
+from receiver.policy import ModelPolicy
 from receiver.rollback.base import Applied, Executor, Workload
 from receiver.rollback.rollout_undo import RolloutUndo
 
-__all__ = ["Applied", "Executor", "StrategyUnavailable", "Workload", "executor_for"]
+__all__ = [
+    "Applied",
+    "Executor",
+    "StrategyUnavailable",
+    "Workload",
+    "executor_for",
+    "workload_lease_key",
+]
 
 _EXECUTORS: dict[str, Executor] = {"rollout-undo": RolloutUndo()}
 
@@ -25,3 +33,10 @@ def executor_for(strategy: str) -> Executor:
             f"strategy {strategy!r} cannot be executed by this receiver (available: {known});"
             " the alert is notified only"
         ) from None
+
+
+def workload_lease_key(executor: Executor, model: ModelPolicy) -> str:
+    """The key of the workload a model's actions change: the per-workload lease and the
+    rollback history the guards count are both kept under it."""
+    key = executor.workload_key(model)
+    return f"{model.cluster}/{key}" if model.cluster else key

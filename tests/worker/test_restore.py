@@ -26,8 +26,12 @@ async def test_restore_reads_the_last_rollback_from_the_deployment_annotation(wo
         await restore_facts(store, load_policy(world.policy_file), clusters)
     finally:
         await clusters.close()
-    got = await store.recent_rollbacks(f"{NS}/{MODEL}", changed - timedelta(hours=1))
+    # Under the key the service's guards read: the workload's, not the model's name.
+    got = await store.recent_rollbacks(
+        f"{NS}/deployment/{MODEL}", changed - timedelta(hours=1)
+    )
     assert got == [changed]
+    assert await store.recent_rollbacks(f"{NS}/{MODEL}", changed - timedelta(hours=1)) == []
 
 
 async def test_restore_skips_a_model_whose_workload_is_missing(world, tmp_path):
@@ -40,4 +44,5 @@ async def test_restore_skips_a_model_whose_workload_is_missing(world, tmp_path):
         await restore_facts(store, load_policy(policy), clusters)  # must not raise
     finally:
         await clusters.close()
-    assert await store.recent_rollbacks(f"{NS}/{MODEL}", datetime(2000, 1, 1, tzinfo=UTC)) == []
+    since = datetime(2000, 1, 1, tzinfo=UTC)
+    assert await store.recent_rollbacks(f"{NS}/deployment/gone", since) == []
