@@ -19,6 +19,8 @@ from receiver import keys
 from receiver import web as handlers
 from receiver.audit import EventPoster
 from receiver.clients.k8s import REQUEST_TIMEOUT_SECONDS, Clusters
+from receiver.clients.prometheus import PrometheusClient
+from receiver.confirmation import Confirmer
 from receiver.metrics import Metrics
 from receiver.notify import Notifier, build_client
 from receiver.policy import Policy, load_policy
@@ -35,10 +37,13 @@ WORKERS = web.AppKey("workers", WorkerPool)
 POLICY = web.AppKey("policy", Policy)
 CLUSTERS = web.AppKey("clusters", Clusters)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
+CONFIRMER = web.AppKey("confirmer", Confirmer)
 NOTIFIER = keys.NOTIFIER  # where tests and tools have always found it
 
 # Slack messages still queued at shutdown get this long to go out.
 NOTIFIER_DRAIN_SECONDS = 5.0
+# One Prometheus query never waits longer than this; confirmation retries within its budget.
+PROMETHEUS_TIMEOUT_SECONDS = 10.0
 
 
 def build_store(settings: Settings) -> Store:
@@ -62,6 +67,7 @@ def create_app(
     run_workers: bool = True,
     read_block_seconds: float = 1.0,
     service_options: dict[str, Any] | None = None,
+    confirm_options: dict[str, Any] | None = None,
     kube_request_timeout: float = REQUEST_TIMEOUT_SECONDS,
 ) -> web.Application:
     """Build the receiver. Tests pass their own store/handler; the CLI passes settings only.
@@ -109,6 +115,24 @@ def create_app(
 
     async def handler_ctx(app: web.Application) -> AsyncIterator[None]:
         events = EventPoster()
+        the_store = app[keys.STORE]
+        prometheus = (
+            PrometheusClient(
+                app[SESSION], settings.prometheus_url, request_timeout=PROMETHEUS_TIMEOUT_SECONDS
+            )
+            if settings.prometheus_url
+            else None
+        )
+        app[CONFIRMER] = Confirmer(
+            store=the_store,
+            incidents=the_store,
+            leases=the_store,
+            policy=app[POLICY],
+            prometheus=prometheus,
+            metrics=app[keys.METRICS],
+            notifier=app[NOTIFIER],
+            **(confirm_options or {}),
+        )
         app[HANDLER] = handler or RollbackService(
             store=app[keys.STORE],
             policy=app[POLICY],
@@ -118,6 +142,7 @@ def create_app(
             notifier=app[NOTIFIER],
             events=events,
             dry_run=settings.dry_run,
+            confirmer=app[CONFIRMER],
             **(service_options or {}),
         )
         yield
@@ -151,6 +176,9 @@ def create_app(
         ]
         if run_workers:
             tasks.append(asyncio.create_task(pool.run(), name="workers"))
+            tasks.append(
+                asyncio.create_task(app[CONFIRMER].run(pool.stopping), name="confirmations")
+            )
         yield
         pool.stop()
         _, late = await asyncio.wait(tasks, timeout=pool.read_block_seconds + 2.0)

@@ -70,6 +70,7 @@ def record_job(
             tier=job.labels.get(LABEL_TIER, ""),
             severity=job.labels.get(LABEL_SEVERITY, ""),
             generator_url=job.generator_url,
+            alert_labels=dict(job.labels) if job.generator_url else {},
             runbook_url=job.annotations.get("runbook_url", ""),
             slack_channel=model.slack_channel if model else None,
         )
@@ -99,6 +100,10 @@ def record_job(
         else:
             incident.alerts_joined += 1
             incident.updated_at = now
+        if job.generator_url and not incident.generator_url and job.status == "firing":
+            # A manual action opened it; the first alert brings the expression to confirm.
+            incident.generator_url = job.generator_url
+            incident.alert_labels = dict(job.labels)
         if job.received_at and (
             incident.times.received is None or job.received_at < incident.times.received
         ):

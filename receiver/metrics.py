@@ -84,6 +84,20 @@ class Metrics:
             buckets=_RECOVERY_BUCKETS,
             registry=r,
         )
+        self.received_to_confirmed = Histogram(
+            "receiver_received_to_confirmed_seconds",
+            "From the alert's arrival to the alert's own signal confirmed recovered.",
+            ["strategy"],
+            buckets=(60, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400),
+            registry=r,
+        )
+        self.confirmations = Counter(
+            "receiver_confirmations_total",
+            "Confirmations by result: the alert's expression on the target (confirmed or"
+            " unconfirmed).",
+            ["result"],
+            registry=r,
+        )
         self.notifications = Counter(
             "receiver_notifications_total",
             "Slack notifications by result (sent, retried, lost, logged).",

@@ -21,6 +21,7 @@ import aiohttp
 from receiver import annotations as ours
 from receiver import audit, incidents
 from receiver.clients.k8s import Clusters, KubeClient
+from receiver.confirmation import Confirmer
 from receiver.decide import Action, Decision, Facts, decide, identify
 from receiver.errors import (
     ConfigError,
@@ -88,6 +89,7 @@ class RollbackService:
         clock: Callable[[], datetime] = utcnow,
         verify_poll_seconds: float = 0.5,
         global_paused: Callable[[], bool] = lambda: False,
+        confirmer: Confirmer | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
@@ -101,6 +103,7 @@ class RollbackService:
         self.clock = clock
         self.verify_poll_seconds = verify_poll_seconds
         self.global_paused = global_paused
+        self.confirmer = confirmer
 
     def lease_key(self, job: Job) -> str:
         """The workload the job acts on (two models on one Deployment share it)."""
@@ -398,6 +401,8 @@ class RollbackService:
                 "ModelRollbackVerified",
                 f"{model.name} {version} healthy after rollback, incident {incident.id}",
             )
+            if self.confirmer is not None:
+                await self.confirmer.schedule(incident)
             await self._save(incident)
             return
         incident.add_event("verification_failed", verdict.reason, at=now)

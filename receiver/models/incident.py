@@ -132,6 +132,8 @@ class Incident(BaseModel):
     tier: str = ""
     severity: str = ""
     generator_url: str = ""
+    alert_labels: dict[str, str] = Field(default_factory=dict)
+    """The labels of the alert that opened the incident: its rule is found by them."""
     runbook_url: str = ""
     target_revision: str = ""
     """The revision restored, or recommended by a notify decision (execute uses it)."""

@@ -6,6 +6,7 @@ of replicas) and ``MemoryStore`` (one replica, no Redis) implement them all.
 
 from receiver.store.base import (
     Claims,
+    Confirmations,
     Epoch,
     History,
     IncidentPage,
@@ -30,6 +31,7 @@ from receiver.store.redis_queue import CONSUMER_GROUP
 __all__ = [
     "CONSUMER_GROUP",
     "Claims",
+    "Confirmations",
     "Epoch",
     "History",
     "IncidentPage",

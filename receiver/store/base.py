@@ -197,7 +197,31 @@ class Messages(Protocol):
         """Remember where the incident's message is (posted, or posted anew)."""
 
 
-class Store(Intake, JobQueue, Leases, Claims, Epoch, Incidents, History, Messages, Protocol):
+class Confirmations(Protocol):
+    """Pending confirmations: durable work due at a time, taken by any replica."""
+
+    async def schedule_confirmation(self, incident_id: str, due: datetime) -> None:
+        """Confirm ``incident_id`` at ``due`` (scheduling again moves the time)."""
+
+    async def due_confirmations(self, now: datetime, limit: int) -> list[str]:
+        """Incidents whose confirmation is due at ``now``, earliest first."""
+
+    async def finish_confirmation(self, incident_id: str) -> None:
+        """The confirmation is recorded: it is no longer pending."""
+
+
+class Store(
+    Intake,
+    JobQueue,
+    Leases,
+    Claims,
+    Epoch,
+    Incidents,
+    History,
+    Messages,
+    Confirmations,
+    Protocol,
+):
     """Every part together, as one backend provides them; plus its lifecycle."""
 
     async def ping(self) -> None:

@@ -53,6 +53,7 @@ class MemoryStore:
         self._incidents: dict[str, tuple[Incident, float]] = {}  # id -> incident, expiry
         self._messages: dict[str, tuple[tuple[str, str], float]] = {}  # id -> ref, expiry
         self._rollbacks: dict[str, list[datetime]] = {}
+        self._confirmations: dict[str, datetime] = {}
         self._epoch: str | None = None
         self._lock = asyncio.Lock()
 
@@ -257,7 +258,20 @@ class MemoryStore:
         self._messages[incident_id] = ((channel, ts), self._clock() + self._retention)
 
     async def record_rollback(self, key: str, at: datetime) -> None:
-        self._rollbacks.setdefault(key, []).append(at)
+        # A set per key, as Redis's sorted set: recording the same moment twice is one.
+        held = self._rollbacks.setdefault(key, [])
+        if at not in held:
+            held.append(at)
+
+    async def schedule_confirmation(self, incident_id: str, due: datetime) -> None:
+        self._confirmations[incident_id] = due
+
+    async def due_confirmations(self, now: datetime, limit: int) -> list[str]:
+        due = sorted((t, i) for i, t in self._confirmations.items() if t <= now)
+        return [i for _, i in due[:limit]]
+
+    async def finish_confirmation(self, incident_id: str) -> None:
+        self._confirmations.pop(incident_id, None)
 
     async def recent_rollbacks(self, key: str, since: datetime) -> list[datetime]:
         return [t for t in self._rollbacks.get(key, []) if t >= since]

@@ -115,6 +115,21 @@ class RedisStore(RedisQueue, RedisIncidents):
             )
         return [datetime.fromtimestamp(score, since.tzinfo) for _, score in values]
 
+    async def schedule_confirmation(self, incident_id: str, due: datetime) -> None:
+        async with self._errors("schedule confirmation"):
+            await self._r.zadd(f"{self._p}confirm:pending", {incident_id: due.timestamp()})
+
+    async def due_confirmations(self, now: datetime, limit: int) -> list[str]:
+        async with self._errors("read due confirmations"):
+            ids = await self._r.zrangebyscore(
+                f"{self._p}confirm:pending", "-inf", now.timestamp(), start=0, num=limit
+            )
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    async def finish_confirmation(self, incident_id: str) -> None:
+        async with self._errors("finish confirmation"):
+            await self._r.zrem(f"{self._p}confirm:pending", incident_id)
+
     async def close(self) -> None:
         await self._finish_ingest()
         await self._r.aclose()

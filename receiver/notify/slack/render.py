@@ -234,6 +234,22 @@ def render_incident(incident: Incident) -> tuple[str, list[dict[str, Any]]]:
                 },
             }
         )
+    confirmation = incident.confirmation
+    if confirmation is not None:
+        if confirmation.result in ("confirmed", "unconfirmed"):
+            text = f"*Confirmation*: {escape(confirmation.result)} ({escape(confirmation.reason)})"
+            if confirmation.query:
+                text += f"\n`{escape(clip(confirmation.query, 500))}`"
+        else:
+            due = confirmation.due_at.strftime("%H:%M:%S UTC") if confirmation.due_at else "?"
+            text = f"*Confirmation* due at {due}: the alert's own expression on the target"
+        blocks.append(
+            {
+                "type": "section",
+                "block_id": "confirmation",
+                "text": {"type": "mrkdwn", "text": clip(text, SECTION_TEXT_MAX_CHARS)},
+            }
+        )
     links = [
         link
         for link in (
