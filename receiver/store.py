@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -159,6 +160,15 @@ class Store(Protocol):
 
     async def recent_rollbacks(self, key: str, since: datetime) -> list[datetime]: ...
 
+    async def add_stats(
+        self, once: str, bucket: int, counts: Mapping[str, float], maxima: Mapping[str, float]
+    ) -> bool:
+        """Add ``counts`` to the aggregate ``bucket`` and raise its ``maxima``, atomically and
+        only the first time ``once`` is seen (within the retention); True when applied."""
+
+    async def read_stats(self, first: int, last: int) -> list[dict[str, float]]:
+        """The aggregates of buckets ``first`` to ``last`` (inclusive) that exist."""
+
     async def close(self) -> None: ...
 
 
@@ -203,6 +213,20 @@ return 0
 """
 
 
+# KEYS[1] = the once key, KEYS[2] = the bucket's hash; ARGV[1] = ttl in ms, ARGV[2] = JSON
+# {"counts": {field: n}, "maxima": {field: x}}. Counted once per once key, atomically.
+_ADD_STATS_LUA = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+local data = cjson.decode(ARGV[2])
+for f, n in pairs(data['counts']) do redis.call('HINCRBYFLOAT', KEYS[2], f, n) end
+for f, x in pairs(data['maxima']) do
+  local cur = tonumber(redis.call('HGET', KEYS[2], f))
+  if cur == nil or x > cur then redis.call('HSET', KEYS[2], f, tostring(x)) end
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return 1
+"""
+
 # Alerts per script call at most, so one call never blocks Redis for long.
 _INGEST_BATCH_MAX = 512
 
@@ -241,6 +265,7 @@ class RedisStore:
         self._renew_job = client.register_script(_RENEW_JOB_LUA)
         self._renew_lease = client.register_script(_RENEW_LEASE_LUA)
         self._release_lease = client.register_script(_RELEASE_LEASE_LUA)
+        self._add_stats = client.register_script(_ADD_STATS_LUA)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str, retention_seconds: float) -> RedisStore:
@@ -592,6 +617,26 @@ class RedisStore:
             )
         return [datetime.fromtimestamp(score, since.tzinfo) for _, score in values]
 
+    async def add_stats(
+        self, once: str, bucket: int, counts: Mapping[str, float], maxima: Mapping[str, float]
+    ) -> bool:
+        # Kept an hour past the retention, so a bucket outlives the incidents it counts.
+        ttl = _ms(self._retention + 3600)
+        payload = json.dumps({"counts": dict(counts) or {}, "maxima": dict(maxima) or {}})
+        async with self._errors("add statistics"):
+            done = await self._add_stats(
+                keys=[f"{self._p}stats:once:{once}", f"{self._p}stats:{bucket}"],
+                args=[ttl, payload],
+            )
+        return bool(done)
+
+    async def read_stats(self, first: int, last: int) -> list[dict[str, float]]:
+        async with self._errors("read statistics"), self._r.pipeline(transaction=False) as pipe:
+            for bucket in range(first, last + 1):
+                pipe.hgetall(f"{self._p}stats:{bucket}")
+            raw = await pipe.execute()
+        return [{_text(k): float(v) for k, v in h.items()} for h in raw if h]
+
     async def close(self) -> None:
         if self._ingest_task is not None:
             await asyncio.wait({self._ingest_task}, timeout=5)
@@ -629,6 +674,7 @@ class MemoryStore:
         self._cond = asyncio.Condition()
         self._incidents: dict[str, tuple[Incident, float]] = {}
         self._rollbacks: dict[str, list[datetime]] = {}
+        self._stats: dict[int, dict[str, float]] = {}
         self._epoch: str | None = None
         self._lock = asyncio.Lock()
 
@@ -831,6 +877,27 @@ class MemoryStore:
 
     async def recent_rollbacks(self, key: str, since: datetime) -> list[datetime]:
         return [t for t in self._rollbacks.get(key, []) if t >= since]
+
+    async def add_stats(
+        self, once: str, bucket: int, counts: Mapping[str, float], maxima: Mapping[str, float]
+    ) -> bool:
+        key = f"stats-once:{once}"
+        if self._alive(self._keys, key):
+            return False
+        self._keys[key] = self._clock() + self._retention + 3600
+        aggregate = self._stats.setdefault(bucket, {})
+        for name, n in counts.items():
+            aggregate[name] = aggregate.get(name, 0.0) + n
+        for name, x in maxima.items():
+            aggregate[name] = max(aggregate.get(name, x), x)
+        # Bounded: buckets older than the retention are dropped as new ones arrive.
+        horizon = bucket - int(self._retention // 3600) - 2
+        for old in [b for b in self._stats if b < horizon]:
+            del self._stats[old]
+        return True
+
+    async def read_stats(self, first: int, last: int) -> list[dict[str, float]]:
+        return [dict(agg) for b, agg in sorted(self._stats.items()) if first <= b <= last]
 
     async def close(self) -> None:
         return None

@@ -138,6 +138,15 @@ RESOURCES: tuple[Resource, ...] = (
         storage_hash="P1RzHs8/mWQ=",
     ),
     Resource(
+        "",
+        "v1",
+        "configmaps",
+        "configmap",
+        "ConfigMap",
+        short_names=("cm",),
+        storage_hash="qFsyl6wFWjQ=",
+    ),
+    Resource(
         "events.k8s.io",
         "v1",
         "events",
