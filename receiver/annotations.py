@@ -93,6 +93,9 @@ class Accepted:
     version: str
     actor: str
     at: datetime | None
+    revision: int | None = None
+    """The newest revision number when it was accepted: a newer revision of another version
+    means another version replaced it, and the acceptance ends (None: by version only)."""
 
 
 def is_paused_by_us(annotations: Mapping[str, str]) -> bool:
@@ -156,16 +159,21 @@ def accepted(annotations: Mapping[str, str]) -> Accepted | None:
         return None
     if not isinstance(data, dict) or not data.get("version"):
         return None
+    revision = data.get("revision")
     return Accepted(
         version=str(data["version"]),
         actor=str(data.get("actor", "")),
         at=parse_time(data.get("at")),
+        revision=revision if isinstance(revision, int) and not isinstance(revision, bool) else None,
     )
 
 
-def accepted_value(version: str, actor: str, at: datetime) -> str:
-    """The ``accepted`` annotation's value."""
-    return json.dumps({"version": version, "actor": actor, "at": rfc3339(at)}, sort_keys=True)
+def accepted_value(version: str, actor: str, at: datetime, *, revision: int | None = None) -> str:
+    """The ``accepted`` annotation's value; ``revision`` as in ``Accepted.revision``."""
+    data: dict[str, object] = {"version": version, "actor": actor, "at": rfc3339(at)}
+    if revision is not None:
+        data["revision"] = revision
+    return json.dumps(data, sort_keys=True)
 
 
 def changed_at(annotations: Mapping[str, str]) -> datetime | None:

@@ -18,9 +18,11 @@ from aiohttp import web
 from receiver import keys
 from receiver import web as handlers
 from receiver.audit import EventPoster
-from receiver.clients.k8s import REQUEST_TIMEOUT_SECONDS, Clusters
+from receiver.clients.k8s import REQUEST_TIMEOUT_SECONDS, Clusters, own_namespace
 from receiver.clients.prometheus import PrometheusClient
 from receiver.confirmation import Confirmer
+from receiver.control import Control, GlobalPause
+from receiver.errors import ReceiverError
 from receiver.metrics import Metrics
 from receiver.notify import Notifier, build_client
 from receiver.policy import Policy, load_policy
@@ -133,6 +135,22 @@ def create_app(
             notifier=app[NOTIFIER],
             **(confirm_options or {}),
         )
+        global_pause = GlobalPause(
+            app[CLUSTERS],
+            namespace=own_namespace(settings.namespace, settings.kubeconfig),
+            name=settings.state_configmap,
+            metrics=app[keys.METRICS],
+        )
+        app[keys.CONTROL] = Control(
+            store=app[keys.STORE],
+            policy=app[POLICY],
+            clusters=app[CLUSTERS],
+            metrics=app[keys.METRICS],
+            global_pause=global_pause,
+            notifier=app[NOTIFIER],
+            events=events,
+            retention_seconds=settings.audit_retention_seconds,
+        )
         app[HANDLER] = handler or RollbackService(
             store=app[keys.STORE],
             policy=app[POLICY],
@@ -143,10 +161,31 @@ def create_app(
             events=events,
             dry_run=settings.dry_run,
             confirmer=app[CONFIRMER],
+            global_paused=lambda: global_pause.paused,
             **(service_options or {}),
         )
         yield
         await events.close()
+
+    async def control_ctx(app: web.Application) -> AsyncIterator[None]:
+        """The global pause read before any job is decided, then refreshed in the background
+        (the replica stays unready until the first read); drill metrics from the stats."""
+        control = app[keys.CONTROL]
+        readiness = app[keys.READINESS]
+        if not await control.global_pause.load():
+            readiness.block("global_pause", "the global pause could not be read yet")
+        stopping = asyncio.Event()
+        task = asyncio.create_task(
+            control.global_pause.run(stopping, lambda: readiness.unblock("global_pause")),
+            name="global-pause",
+        )
+        try:
+            await control.publish_drill_stats()
+        except ReceiverError as e:
+            log.warning("drill statistics not exported yet: %s", e)
+        yield
+        stopping.set()
+        await task
 
     async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
         pool = WorkerPool(
@@ -192,6 +231,7 @@ def create_app(
     app.cleanup_ctx.append(clients_ctx)
     app.cleanup_ctx.append(notifier_ctx)
     app.cleanup_ctx.append(handler_ctx)
+    app.cleanup_ctx.append(control_ctx)
     app.cleanup_ctx.append(workers_ctx)
     handlers.add_routes(app)
     return app

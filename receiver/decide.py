@@ -34,7 +34,10 @@ __all__ = [
     "Facts",
     "Identity",
     "decide",
+    "decide_drill",
+    "decide_roll_forward",
     "identify",
+    "newest_revision",
     "select_target",
 ]
 
@@ -118,6 +121,10 @@ def identify(job: Job, view: WorkloadView | None) -> Identity:
     if not bad_version and job.kind in _MANUAL and view is not None:
         bad_version = view.serving_version
     bad_revision = _bad_revision(bad_version, view)
+    if job.incident and job.kind is not JobKind.ALERT:
+        # A person's (or a schedule's) action names its incident when it is queued, so the
+        # answer's id is the one the job uses even if the workload changes meanwhile.
+        return Identity(bad_version, bad_revision, job.incident)
     return Identity(
         bad_version,
         bad_revision,
@@ -346,6 +353,206 @@ def decide(job: Job, resolved: Resolved, view: WorkloadView | None, facts: Facts
     )
 
 
+def decide_roll_forward(
+    job: Job, resolved: Resolved, view: WorkloadView | None, forward: Revision | None
+) -> Decision:
+    """A roll forward (``JobKind.ROLL_FORWARD``): undo our last rollback of the model, back
+    to the version it replaced. ``forward`` is that version's revision as the strategy
+    finds it (``Executor.forward_target``), None when it no longer exists.
+
+    ``job.incident`` names the rollback being undone; the workload must still carry it as
+    our last action. A person vouches for the version, so mode, pauses, causality and
+    guards do not apply; a Deployment paused by a person and GitOps still do.
+    """
+    annotations = view.annotations if view is not None else {}
+    version = annotations.get(ours.ROLLED_BACK_FROM, "") or job.model_version
+    subject = f"{job.namespace}/{job.model} {version}".strip()
+
+    def decision(
+        action: Action, reason: str, detail: str, target: Revision | None = None
+    ) -> Decision:
+        return Decision(
+            action=action,
+            reason=reason,
+            state=_STATE_OF_ACTION[action],
+            target=target,
+            escalate=False,
+            incident_id=job.incident,
+            detail=detail,
+            bad_version=version,
+            bad_revision=annotations.get(ours.ROLLED_BACK_FROM_REVISION, ""),
+        )
+
+    if resolved.model is None:
+        return decision(Action.REFUSE, "unknown_model", resolved.unknown_detail)
+    if view is None:
+        return decision(Action.REFUSE, "workload_unavailable", "the workload could not be read")
+    workload = f"{view.namespace}/{view.name}"
+    accepted = ours.accepted(annotations)
+    if (
+        annotations.get(ours.INCIDENT) == job.incident
+        and ours.ROLLED_BACK_FROM not in annotations
+        and accepted is not None
+        and accepted.version == view.serving_version
+    ):
+        return Decision(
+            action=Action.VERIFY,
+            reason="already_rolled_forward",
+            state=IncidentState.ACTING,
+            target=view.serving,
+            escalate=False,
+            incident_id=job.incident,
+            detail=f"{job.namespace}/{job.model}: rolled forward to {accepted.version} already;"
+            " verifying",
+            bad_version=accepted.version,
+        )
+    if ours.ROLLED_BACK_FROM not in annotations:
+        return decision(
+            Action.REFUSE,
+            "nothing_to_roll_forward",
+            f"{job.namespace}/{job.model}: {workload} carries no rollback of ours to undo",
+        )
+    last = annotations.get(ours.INCIDENT, "")
+    if last != job.incident:
+        return decision(
+            Action.REFUSE,
+            "not_last_rollback",
+            f"{subject}: incident {job.incident} is not the last rollback of {workload}"
+            f" (the last is {last or 'unknown'}); roll that one forward instead",
+        )
+    if view.spec_paused:
+        return decision(
+            Action.REFUSE,
+            "deployment_paused",
+            f"{subject}: {workload} is paused (spec.paused) by a person and is never unpaused"
+            " by the receiver; run `kubectl rollout resume` first",
+        )
+    if view.gitops:
+        return decision(
+            Action.REFUSE,
+            "gitops",
+            f"{subject}: {workload} is managed by {view.gitops}; change the version in Git",
+        )
+    if view.serving_version == version:
+        return decision(
+            Action.REFUSE,
+            "already_serving",
+            f"{subject}: {workload} serves {version} again already (redeployed); nothing to"
+            " roll forward",
+        )
+    if forward is None:
+        return decision(
+            Action.REFUSE,
+            "no_forward_target",
+            f"{subject}: the revision that ran {version} no longer exists on {workload}; deploy"
+            " it again instead",
+        )
+    return decision(
+        Action.ROLLBACK,
+        "roll_forward",
+        f"{subject}: rolling {workload} forward from {view.serving_version} to {version}"
+        f" (revision {forward.number}) by {job.actor}",
+        target=forward,
+    )
+
+
+def decide_drill(job: Job, resolved: Resolved, view: WorkloadView | None, facts: Facts) -> Decision:
+    """The first leg of a drill (``JobKind.DRILL``): back to rule 7's target, as an alert
+    would go, from a model at rest. A drill is never run on a model that automation may not
+    touch now (paused, a Deployment paused by a person, GitOps) or that is recovering from
+    our own rollback; it is refused with the reason instead."""
+    bad_version = view.serving_version if view is not None else job.model_version
+    subject = f"{job.namespace}/{job.model} {bad_version}".strip()
+
+    def decision(
+        action: Action, reason: str, detail: str, target: Revision | None = None
+    ) -> Decision:
+        return Decision(
+            action=action,
+            reason=reason,
+            state=_STATE_OF_ACTION[action],
+            target=target,
+            escalate=False,
+            incident_id=job.incident,
+            detail=detail,
+            bad_version=bad_version,
+            bad_revision=view.serving_revision if view is not None else "",
+        )
+
+    model = resolved.model
+    if model is None:
+        return decision(Action.REFUSE, "unknown_model", resolved.unknown_detail)
+    if not model.drills:
+        return decision(
+            Action.REFUSE,
+            "drills_disabled",
+            f"{job.namespace}/{job.model}: drills are not enabled for this model; set"
+            " `drills: true` on its entry in the policy file",
+        )
+    if view is None:
+        return decision(
+            Action.REFUSE,
+            "workload_unavailable",
+            f"{subject}: {facts.workload_problem or 'the workload could not be read'}",
+        )
+    workload = f"{view.namespace}/{view.name}"
+    if view.spec_paused:
+        return decision(
+            Action.REFUSE,
+            "deployment_paused",
+            f"{subject}: {workload} is paused (spec.paused) by a person",
+        )
+    refusal = _paused_or_accepted(job, view, facts, subject, "", workload)
+    if refusal is not None:
+        return decision(Action.REFUSE, refusal[0], refusal[1])
+    if view.gitops:
+        return decision(
+            Action.REFUSE,
+            "gitops",
+            f"{subject}: {workload} is managed by {view.gitops}; the next sync would undo the"
+            " drill",
+        )
+    if not view.serving_version:
+        return decision(
+            Action.REFUSE,
+            "version_unknown",
+            f"{subject}: {workload}'s pod template has no app.kubernetes.io/version label",
+        )
+    if view.made_current_by_us:
+        last = view.annotations.get(ours.INCIDENT, "")
+        return decision(
+            Action.REFUSE,
+            "recovering",
+            f"{subject}: this version was made current by our rollback (incident {last});"
+            " drills run on a model at rest: roll forward or deploy first",
+        )
+    if view.target_problem:
+        return decision(Action.REFUSE, "no_target", f"{subject}: {view.target_problem}")
+    target = select_target(view.candidates, view.serving_version)
+    if target is None:
+        return decision(
+            Action.REFUSE,
+            "no_target",
+            f"{subject}: no earlier revision of {workload} with another version that is not"
+            " marked bad: there is nothing to drill against",
+        )
+    return decision(
+        Action.ROLLBACK,
+        "drill",
+        f"{subject}: drill by {job.actor}: rolling {workload} back to {target.version}"
+        f" (revision {target.number}), then forward again",
+        target=target,
+    )
+
+
+def newest_revision(view: WorkloadView) -> int | None:
+    """The highest revision number the view knows (serving or earlier)."""
+    numbers = [r.number for r in view.candidates]
+    if view.serving is not None:
+        numbers.append(view.serving.number)
+    return max(numbers, default=None)
+
+
 def select_target(candidates: tuple[Revision, ...], bad_version: str) -> Revision | None:
     """Rule 7: the newest earlier revision by revision number (never by version string:
     "v10" sorts before "v9") whose version is known, differs from the bad one, and is not
@@ -405,7 +612,7 @@ def _paused_or_accepted(
             f" {workload}); resume it (POST /api/models/{job.namespace}/{job.model}/resume)",
         )
     accepted = ours.accepted(view.annotations)
-    if accepted is not None and accepted.version == bad_version:
+    if accepted is not None and accepted.version == bad_version and not _replaced(accepted, view):
         by = f" by {accepted.actor}" if accepted.actor else ""
         return (
             "accepted",
@@ -413,6 +620,16 @@ def _paused_or_accepted(
             " notified, not acted on, until another version replaces it",
         )
     return None
+
+
+def _replaced(accepted: ours.Accepted, view: WorkloadView) -> bool:
+    """Another version was rolled out after the acceptance (a revision newer than the one
+    recorded with it, of another version): the acceptance has ended."""
+    if accepted.revision is None:
+        return False
+    return any(
+        r.number > accepted.revision and r.version != accepted.version for r in view.candidates
+    )
 
 
 def _causality(

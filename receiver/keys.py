@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from receiver.control import Control
 from receiver.metrics import Metrics
 from receiver.notify import Notifier
 from receiver.settings import Settings
@@ -16,3 +17,5 @@ STORE = web.AppKey("store", Store)
 READINESS = web.AppKey("readiness", Readiness)
 NOTIFIER = web.AppKey("notifier", Notifier)
 INGEST_LOAD = web.AppKey("ingest_load", IngestLoad)
+CONTROL = web.AppKey("control", Control)
+"""The control layer every door uses (API, CLI through the API, Slack)."""

@@ -104,6 +104,38 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        # Per model: bounded by the policy file (one series per model it lists), and the
+        # shipped alerts and dashboard need them by model.
+        self.model_paused = Gauge(
+            "receiver_model_paused",
+            "1 when automation is paused for the model (rollback-receiver.io/paused), as last"
+            " read from its workload.",
+            ["namespace", "model"],
+            registry=r,
+        )
+        self.global_paused = Gauge(
+            "receiver_global_paused",
+            "1 when automation is paused for every model (the state ConfigMap).",
+            registry=r,
+        )
+        self.drill_enabled = Gauge(
+            "receiver_drill_enabled",
+            "1 when the policy allows rollback drills for the model (drills: true).",
+            ["namespace", "model"],
+            registry=r,
+        )
+        self.drill_last_success = Gauge(
+            "receiver_drill_last_success_timestamp_seconds",
+            "When the model's last drill passed (both legs verified), Unix seconds.",
+            ["namespace", "model"],
+            registry=r,
+        )
+        self.drills = Counter(
+            "receiver_drills_total",
+            "Rollback drills finished by this replica, by result (passed, failed, refused).",
+            ["result"],
+            registry=r,
+        )
         self.ready = Gauge(
             "receiver_ready",
             "1 when this replica is ready (Redis reachable, policy loaded, start-up facts read).",

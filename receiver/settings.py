@@ -53,6 +53,14 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=0, le=65535)
     """TCP port for the webhook, API, probes and /metrics."""
 
+    namespace: str | None = None
+    """The receiver's own namespace, where its state ConfigMap lives. Unset: the service
+    account's namespace in a pod, else the kubeconfig context's, else ``default``."""
+
+    state_configmap: str = Field("rollback-receiver-state", min_length=1, max_length=253)
+    """ConfigMap in the receiver's namespace holding the global pause, so a pause survives a
+    Redis flush and a restart. Created by the receiver when missing."""
+
     webhook_token: SecretStr
     """Bearer token Alertmanager must send (``http_config.authorization``). Required: an
     unauthenticated webhook would let anyone roll production back."""

@@ -257,6 +257,33 @@ class KubeClient:
             dry_run=dry_run,
         )
 
+    async def get_configmap(self, namespace: str, name: str) -> Obj:
+        return await self._call(
+            f"get configmap {namespace}/{name}",
+            self._core.read_namespaced_config_map_without_preload_content,
+            name=name,
+            namespace=namespace,
+        )
+
+    async def create_configmap(self, namespace: str, body: Mapping[str, Any]) -> Obj:
+        name = (body.get("metadata") or {}).get("name", "")
+        return await self._call(
+            f"create configmap {namespace}/{name}",
+            self._core.create_namespaced_config_map_without_preload_content,
+            namespace=namespace,
+            body=dict(body),
+            field_manager=FIELD_MANAGER,
+        )
+
+    async def patch_configmap(self, namespace: str, name: str, patch: Mapping[str, Any]) -> Obj:
+        return await self._patch(
+            "patch configmap",
+            self._core.patch_namespaced_config_map_without_preload_content,
+            namespace,
+            name,
+            patch,
+        )
+
     # -- events.k8s.io/v1 --------------------------------------------------------------
 
     async def create_event(self, namespace: str, event: Mapping[str, Any]) -> Obj:
@@ -266,6 +293,35 @@ class KubeClient:
             namespace=namespace,
             body=dict(event),
         )
+
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def own_namespace(
+    explicit: str | None,
+    kubeconfig: Path | None,
+    *,
+    service_account_file: Path = SERVICE_ACCOUNT_NAMESPACE,
+) -> str:
+    """The receiver's own namespace (where its state ConfigMap lives), as design.md orders
+    it: ``RECEIVER_NAMESPACE``, else the service account's namespace file in a pod, else
+    the kubeconfig's current context namespace, else ``default`` (what kubectl assumes)."""
+    if explicit and explicit.strip():
+        return explicit.strip()
+    try:
+        text = service_account_file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    if text:
+        return text
+    try:
+        path = str(kubeconfig) if kubeconfig is not None else None
+        _, active = kconfig.list_kube_config_contexts(config_file=path)
+        namespace = ((active or {}).get("context") or {}).get("namespace")
+    except (ConfigException, OSError, ValueError, TypeError):
+        namespace = None
+    return str(namespace) if namespace else "default"
 
 
 class Clusters:

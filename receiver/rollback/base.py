@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from receiver.clients.k8s import KubeClient
 from receiver.decide import Decision
-from receiver.models import RolloutStatus, WorkloadView
+from receiver.models import Revision, RolloutStatus, WorkloadView
 from receiver.policy import ModelPolicy
 
 
@@ -64,6 +64,28 @@ class Executor(Protocol):
         self, kube: KubeClient, workload: Workload, bad_revision: str, incident_id: str
     ) -> None:
         """Mark the bad revision so it is never chosen as a target again (idempotent)."""
+
+    def forward_target(self, workload: Workload) -> Revision | None:
+        """The revision our last rollback replaced (``rolled-back-from`` and its revision on
+        the workload), when it still exists: where a roll forward or a drill's second leg
+        returns to. None when there is no rollback of ours or the revision is gone."""
+
+    async def roll_forward(
+        self,
+        kube: KubeClient,
+        workload: Workload,
+        target: Revision,
+        annotations: Mapping[str, str | None],
+        *,
+        dry_run: bool,
+    ) -> Applied:
+        """Return to ``target`` (from ``forward_target``) in one write with a resourceVersion
+        precondition that also carries ``annotations`` (None removes one); idempotent when
+        the workload runs it already."""
+
+    async def unmark_bad(self, kube: KubeClient, workload: Workload, target: Revision) -> None:
+        """Remove the bad mark ``mark_bad`` left on ``target`` (a person vouched for it);
+        idempotent."""
 
     async def rollout(self, kube: KubeClient, model: ModelPolicy) -> RolloutStatus:
         """How far the restored version's rollout is, as kubectl would judge it."""

@@ -24,8 +24,9 @@ from receiver.kinds.deployment import (
     selector_string,
     template_matches,
     undo_patch,
+    unmark_bad_patch,
 )
-from receiver.models import RolloutStatus
+from receiver.models import Revision, RolloutStatus
 from receiver.policy import ModelPolicy
 from receiver.rollback.base import Applied, Workload
 
@@ -92,6 +93,46 @@ class RolloutUndo:
                     str(metadata.get("name", "")),
                     mark_bad_patch(incident_id),
                 )
+
+    def forward_target(self, workload: Workload) -> Revision | None:
+        view = workload.view
+        version = view.annotations.get(ours.ROLLED_BACK_FROM)
+        if not version:
+            return None
+        recorded = view.annotations.get(ours.ROLLED_BACK_FROM_REVISION, "")
+        same = [r for r in view.candidates if r.version == version]
+        exact = [r for r in same if str(r.number) == recorded]
+        # The ReplicaSet that ran it, else the newest of that version (re-created since).
+        return (exact or sorted(same, key=lambda r: r.number, reverse=True) or [None])[0]
+
+    async def roll_forward(
+        self,
+        kube: KubeClient,
+        workload: Workload,
+        target: Revision,
+        annotations: Mapping[str, str | None],
+        *,
+        dry_run: bool,
+    ) -> Applied:
+        deployment = workload.objects["deployment"]
+        already = template_matches(deployment, target)
+        generation = workload.view.generation + (0 if already else 1)
+        marks = {ours.GENERATION: str(generation), **annotations}
+        patch = undo_patch(deployment, target, marks)
+        result = await kube.patch_deployment(
+            workload.view.namespace, workload.view.name, patch, dry_run=dry_run
+        )
+        rv = str(result.get("metadata", {}).get("resourceVersion", ""))
+        what = f"{target.version} (revision {target.number})"
+        if dry_run:
+            return Applied(False, f"would roll forward to {what}", rv)
+        if already:
+            return Applied(False, f"template already at revision {target.number}", rv)
+        return Applied(True, f"rolled forward to {what}", rv)
+
+    async def unmark_bad(self, kube: KubeClient, workload: Workload, target: Revision) -> None:
+        if target.name:
+            await kube.patch_replicaset(workload.view.namespace, target.name, unmark_bad_patch())
 
     async def rollout(self, kube: KubeClient, model: ModelPolicy) -> RolloutStatus:
         deployment = await kube.get_deployment(model.namespace, model.deployment_name)

@@ -12,7 +12,7 @@ facts live on the Kubernetes objects.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -210,6 +210,19 @@ class Confirmations(Protocol):
         """The confirmation is recorded: it is no longer pending."""
 
 
+class Stats(Protocol):
+    """Aggregates kept as incidents change, so statistics never scan the history."""
+
+    async def add_stats(
+        self, once: str, bucket: int, counts: Mapping[str, float], maxima: Mapping[str, float]
+    ) -> bool:
+        """Add ``counts`` to the aggregate ``bucket`` and raise its ``maxima``, atomically and
+        only the first time ``once`` is seen (within the retention); True when applied."""
+
+    async def read_stats(self, first: int, last: int) -> list[dict[str, float]]:
+        """The aggregates of buckets ``first`` to ``last`` (inclusive) that exist."""
+
+
 class Store(
     Intake,
     JobQueue,
@@ -220,6 +233,7 @@ class Store(
     History,
     Messages,
     Confirmations,
+    Stats,
     Protocol,
 ):
     """Every part together, as one backend provides them; plus its lifecycle."""

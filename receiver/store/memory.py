@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -54,6 +54,7 @@ class MemoryStore:
         self._messages: dict[str, tuple[tuple[str, str], float]] = {}  # id -> ref, expiry
         self._rollbacks: dict[str, list[datetime]] = {}
         self._confirmations: dict[str, datetime] = {}
+        self._stats: dict[int, dict[str, float]] = {}
         self._epoch: str | None = None
         self._lock = asyncio.Lock()
 
@@ -262,6 +263,27 @@ class MemoryStore:
         held = self._rollbacks.setdefault(key, [])
         if at not in held:
             held.append(at)
+
+    async def add_stats(
+        self, once: str, bucket: int, counts: Mapping[str, float], maxima: Mapping[str, float]
+    ) -> bool:
+        key = f"stats-once:{once}"
+        if self._alive(self._keys, key):
+            return False
+        self._keys[key] = self._clock() + self._retention + 3600
+        aggregate = self._stats.setdefault(bucket, {})
+        for name, n in counts.items():
+            aggregate[name] = aggregate.get(name, 0.0) + n
+        for name, x in maxima.items():
+            aggregate[name] = max(aggregate.get(name, x), x)
+        # Bounded: buckets older than the retention are dropped as new ones arrive.
+        horizon = bucket - int(self._retention // 3600) - 2
+        for old in [b for b in self._stats if b < horizon]:
+            del self._stats[old]
+        return True
+
+    async def read_stats(self, first: int, last: int) -> list[dict[str, float]]:
+        return [dict(agg) for b, agg in sorted(self._stats.items()) if first <= b <= last]
 
     async def schedule_confirmation(self, incident_id: str, due: datetime) -> None:
         self._confirmations[incident_id] = due

@@ -8,6 +8,8 @@ imports ``redis``; every ``redis.RedisError`` leaves it as ``StoreUnavailable``.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from datetime import datetime
 
 import redis.asyncio as aioredis
@@ -15,6 +17,20 @@ import redis.asyncio as aioredis
 from receiver.store.redis_base import ms, text
 from receiver.store.redis_incidents import RedisIncidents
 from receiver.store.redis_queue import RedisQueue
+
+# KEYS[1] = the once key, KEYS[2] = the bucket's hash; ARGV[1] = ttl in ms, ARGV[2] = JSON
+# {"counts": {field: n}, "maxima": {field: x}}. Counted once per once key, atomically.
+_ADD_STATS_LUA = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+local data = cjson.decode(ARGV[2])
+for f, n in pairs(data['counts']) do redis.call('HINCRBYFLOAT', KEYS[2], f, n) end
+for f, x in pairs(data['maxima']) do
+  local cur = tonumber(redis.call('HGET', KEYS[2], f))
+  if cur == nil or x > cur then redis.call('HSET', KEYS[2], f, tostring(x)) end
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return 1
+"""
 
 _RENEW_LEASE_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -38,6 +54,7 @@ class RedisStore(RedisQueue, RedisIncidents):
         super().__init__(client, prefix=prefix, retention_seconds=retention_seconds)
         self._renew_lease = client.register_script(_RENEW_LEASE_LUA)
         self._release_lease = client.register_script(_RELEASE_LEASE_LUA)
+        self._add_stats = client.register_script(_ADD_STATS_LUA)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str, retention_seconds: float) -> RedisStore:
@@ -114,6 +131,26 @@ class RedisStore(RedisQueue, RedisIncidents):
                 f"{self._p}rollbacks:{key}", since.timestamp(), "+inf", withscores=True
             )
         return [datetime.fromtimestamp(score, since.tzinfo) for _, score in values]
+
+    async def add_stats(
+        self, once: str, bucket: int, counts: Mapping[str, float], maxima: Mapping[str, float]
+    ) -> bool:
+        # Kept an hour past the retention, so a bucket outlives the incidents it counts.
+        ttl = ms(self._retention + 3600)
+        payload = json.dumps({"counts": dict(counts) or {}, "maxima": dict(maxima) or {}})
+        async with self._errors("add statistics"):
+            done = await self._add_stats(
+                keys=[f"{self._p}stats:once:{once}", f"{self._p}stats:{bucket}"],
+                args=[ttl, payload],
+            )
+        return bool(done)
+
+    async def read_stats(self, first: int, last: int) -> list[dict[str, float]]:
+        async with self._errors("read statistics"), self._r.pipeline(transaction=False) as pipe:
+            for bucket in range(first, last + 1):
+                pipe.hgetall(f"{self._p}stats:{bucket}")
+            raw = await pipe.execute()
+        return [{text(k): float(v) for k, v in h.items()} for h in raw if h]
 
     async def schedule_confirmation(self, incident_id: str, due: datetime) -> None:
         async with self._errors("schedule confirmation"):
