@@ -42,6 +42,12 @@ class StoreUnavailable(TemporaryError):
     """Redis could not be reached or answered with an error."""
 
 
+class QueueGroupMissing(StoreUnavailable):
+    """The job stream has no consumer group: Redis lost its data (a restart without
+    persistence, a flush, an eviction). Only the start-up path creates it again, after the
+    facts kept on the Kubernetes objects were re-read."""
+
+
 class KubeError(ReceiverError):
     """Base of errors from the Kubernetes API, carrying the HTTP status and reason."""
 

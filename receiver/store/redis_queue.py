@@ -15,12 +15,19 @@ from collections.abc import Iterable, Sequence
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from receiver.errors import StoreUnavailable
+from receiver.errors import QueueGroupMissing, StoreUnavailable
 from receiver.models import Job
 from receiver.store.base import QueuedJob, QueueStats
 from receiver.store.redis_base import RedisBase, ms, text
 
 CONSUMER_GROUP = "workers"
+# XAUTOCLAIM pages followed per scan at most (each looks at up to ten times ``count``
+# pending entries); the next scan goes on from the cursor where this one stopped.
+_CLAIM_PAGES_PER_SCAN = 8
+_NO_GROUP = (
+    "Redis has no consumer group for the job stream (its data was lost): jobs wait until "
+    "the start-up facts are re-read and the group is created again"
+)
 
 # KEYS[1] = stream, KEYS[2..] = dedup keys; ARGV[1] = ttl in ms, ARGV[2..] = job payloads.
 _INGEST_LUA = """
@@ -72,6 +79,7 @@ class RedisQueue(RedisBase):
         self._pending_ingest: deque[_IngestCall] = deque()
         self._ingest_task: asyncio.Task[None] | None = None
         self._renew_job = client.register_script(_RENEW_JOB_LUA)
+        self._claim_cursor = "0-0"
 
     async def ingest(self, items: Sequence[tuple[str, Job]], ttl_seconds: float) -> list[bool]:
         """Group commit: deliveries arriving while a script call is in flight share the next.
@@ -171,8 +179,7 @@ class RedisQueue(RedisBase):
                 )
             except ResponseError as e:
                 if "NOGROUP" in str(e):
-                    await self.ensure_group()
-                    return []
+                    raise QueueGroupMissing(_NO_GROUP) from e
                 raise
         if not result:
             return []
@@ -182,35 +189,43 @@ class RedisQueue(RedisBase):
     async def claim_stale(
         self, consumer: str, *, min_idle_seconds: float, count: int
     ) -> list[QueuedJob]:
+        """Follow XAUTOCLAIM's cursor, so stale jobs behind many live ones are reached too."""
+        claimed: list[QueuedJob] = []
         async with self._errors("claim stale jobs"):
-            try:
-                result = await self._r.xautoclaim(
-                    self._stream,
-                    CONSUMER_GROUP,
-                    consumer,
-                    min_idle_time=ms(min_idle_seconds),
-                    start_id="0-0",
-                    count=count,
-                )
-            except ResponseError as e:
-                if "NOGROUP" in str(e):
-                    await self.ensure_group()
-                    return []
-                raise
-            claimed = self._queued(result[1])
-            if not claimed:
-                return []
-            # Delivery counts tell a poison job (always failing) from a crashed worker.
-            pending = await self._r.xpending_range(
-                self._stream,
-                CONSUMER_GROUP,
-                min=claimed[0].entry_id,
-                max=claimed[-1].entry_id,
-                count=len(claimed) + 16,
-                consumername=consumer,
-            )
+            for _ in range(_CLAIM_PAGES_PER_SCAN):
+                try:
+                    result = await self._r.xautoclaim(
+                        self._stream,
+                        CONSUMER_GROUP,
+                        consumer,
+                        min_idle_time=ms(min_idle_seconds),
+                        start_id=self._claim_cursor,
+                        count=count - len(claimed),
+                    )
+                except ResponseError as e:
+                    if "NOGROUP" in str(e):
+                        raise QueueGroupMissing(_NO_GROUP) from e
+                    raise
+                self._claim_cursor = text(result[0])
+                claimed += await self._with_deliveries(consumer, self._queued(result[1]))
+                if self._claim_cursor == "0-0" or len(claimed) >= count:
+                    break
+        return claimed
+
+    async def _with_deliveries(self, consumer: str, page: list[QueuedJob]) -> list[QueuedJob]:
+        if not page:
+            return []
+        # Delivery counts tell a poison job (always failing) from a crashed worker.
+        pending = await self._r.xpending_range(
+            self._stream,
+            CONSUMER_GROUP,
+            min=page[0].entry_id,
+            max=page[-1].entry_id,
+            count=len(page) + 16,
+            consumername=consumer,
+        )
         counts = {text(p["message_id"]): int(p["times_delivered"]) for p in pending}
-        return [QueuedJob(q.entry_id, q.job, deliveries=counts.get(q.entry_id, 2)) for q in claimed]
+        return [QueuedJob(q.entry_id, q.job, deliveries=counts.get(q.entry_id, 2)) for q in page]
 
     async def renew_job(self, consumer: str, entry_id: str) -> bool:
         async with self._errors("renew job"):

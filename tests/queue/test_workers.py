@@ -22,9 +22,18 @@ def job(n: int, model: str = "fraud-scorer") -> Job:
     )
 
 
-def pool(store, handler, *, lease: float = 0.6, consumer: str, concurrency: int = 4) -> WorkerPool:
-    readiness = Readiness()
-    readiness.event.set()
+def pool(
+    store,
+    handler,
+    *,
+    lease: float = 0.6,
+    consumer: str,
+    concurrency: int = 4,
+    readiness: Readiness | None = None,
+) -> WorkerPool:
+    if readiness is None:
+        readiness = Readiness()
+        readiness.event.set()
     return WorkerPool(
         store,
         handler,
