@@ -25,6 +25,11 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NO_TOKEN = 3
 
+# Allocations between young-generation collections (CPython's default is 700). A delivery
+# allocates a few thousand short-lived objects that reference counting frees; collecting
+# every ~700 allocations cost several percent of the webhook's time for nothing.
+GC_YOUNG_THRESHOLD = 50_000
+
 
 class _Exit(Exception):
     """Leave the command with ``code`` after printing ``message`` to stderr."""
@@ -111,6 +116,7 @@ async def _run_server(app: Any, sock: socket.socket) -> None:
         loop.add_signal_handler(sig, stop.set)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
+    _tune_gc()
     try:
         await web.SockSite(runner, sock).start()
         host, port = sock.getsockname()[:2]
@@ -120,6 +126,21 @@ async def _run_server(app: Any, sock: socket.socket) -> None:
         log.info("stopping: finishing requests and jobs in flight")
     finally:
         await runner.cleanup()
+
+
+def _tune_gc() -> None:
+    """Keep the garbage collector off the request path of a long-running server.
+
+    Everything made at start-up (modules, the Kubernetes client's models, the policy) lives
+    as long as the process: frozen, full collections no longer walk it (one such walk
+    paused every answer for over 100 ms under load). Young collections run less often.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -43,10 +43,8 @@ def _problems(error: ValidationError) -> list[str]:
     return [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in error.errors()]
 
 
-def _version_problem(version: object) -> str | None:
+def _version_problem(version: object) -> str:
     """Why ``version`` is not Alertmanager's ``"4"``, in words a person can act on."""
-    if version == "4":
-        return None
     if version is None:
         return 'payload has no "version" field: Alertmanager webhook payloads carry "version": "4"'
     if isinstance(version, int | float) and not isinstance(version, bool) and version == 4:
@@ -72,8 +70,8 @@ def parse_delivery(body: bytes) -> WebhookPayload:
         raise BadDelivery(f"body is not valid JSON: {e}") from e
     if not isinstance(raw, dict):
         raise BadDelivery("body must be a JSON object (Alertmanager webhook v4)")
-    if (problem := _version_problem(raw.get("version"))) is not None:
-        raise BadDelivery(problem)
+    if raw.get("version") != "4":
+        raise BadDelivery(_version_problem(raw.get("version")))
     try:
         return WebhookPayload.model_validate(raw)
     except ValidationError as e:
@@ -82,7 +80,11 @@ def parse_delivery(body: bytes) -> WebhookPayload:
 
 def missing_labels(labels: dict[str, str]) -> tuple[str, ...]:
     """The contract labels (namespace, model, model_version) an alert lacks to be acted on."""
-    return tuple(name for name in REQUIRED_LABELS if not labels.get(name))
+    missing: tuple[str, ...] = ()
+    for name in REQUIRED_LABELS:  # a loop, not a generator: this runs for every alert
+        if not labels.get(name):
+            missing += (name,)
+    return missing
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -104,15 +105,25 @@ class IngestLoad:
     """Webhook deliveries in flight, so that the workers let them have the event loop first.
 
     A delivery is answered on Alertmanager's clock (a slow answer is resent, and adds
-    load); a job waits safely in the durable queue. While deliveries arrive, the workers of
-    a replica start at most one job per ``interval``; once none has arrived for an
-    ``interval``, jobs start at once. A storm is absorbed first and worked through next;
-    a lone alert is not delayed.
+    load); a job waits safely in the durable queue. While deliveries keep arriving, the
+    workers of a replica keep to ``share`` of the time: one job at a time, and after a job
+    that took ``t`` the next starts ``t * (1 - share) / share`` later (at most
+    ``max_pause``). Once no delivery has arrived for ``quiet`` seconds, jobs start at
+    once. A storm is absorbed first and worked through next; a lone alert is not delayed.
     """
 
-    def __init__(self, interval: float = 0.05) -> None:
-        self.interval = interval
+    def __init__(
+        self,
+        share: float = 0.1,
+        quiet: float = 0.05,
+        max_pause: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.share = share
+        self.quiet = quiet
+        self.max_pause = max_pause
         self.in_flight = 0
+        self._clock = clock
         self._last_seen = float("-inf")
         self._next_start = float("-inf")
 
@@ -121,19 +132,34 @@ class IngestLoad:
 
     def leave(self) -> None:
         self.in_flight -= 1
-        self._last_seen = asyncio.get_running_loop().time()
+        self._last_seen = self._clock()
+
+    def delay(self) -> float:
+        """Seconds until a worker may start a job; 0 grants it the start now."""
+        now = self._clock()
+        if self.in_flight == 0 and now - self._last_seen >= self.quiet:
+            return 0.0
+        if now >= self._next_start:
+            # One job at a time while busy: ``ran`` sets the real pause when it ends.
+            self._next_start = now + self.max_pause
+            return 0.0
+        return self._next_start - now
 
     async def turn(self) -> None:
-        """Return when a worker may start its next job."""
-        loop = asyncio.get_running_loop()
-        while True:
-            now = loop.time()
-            if self.in_flight == 0 and now - self._last_seen >= self.interval:
-                return
-            if now >= self._next_start:
-                self._next_start = now + self.interval
-                return
-            await asyncio.sleep(self._next_start - now)
+        """Return when a worker may start its next job.
+
+        Time decides, not an event: re-checked at least every ``quiet`` seconds, so the end
+        of a storm releases the workers promptly.
+        """
+        wait = self.delay()
+        while wait > 0:
+            await asyncio.sleep(min(wait, self.quiet))
+            wait = self.delay()
+
+    def ran(self, seconds: float) -> None:
+        """A job took ``seconds``; while deliveries arrive, pause the next start to match."""
+        pause = min(seconds * (1 - self.share) / self.share, self.max_pause)
+        self._next_start = self._clock() + pause
 
 
 class WorkerPool:
@@ -344,10 +370,13 @@ class WorkerPool:
             if item.entry_id in self._lost:
                 self._forget(item.entry_id)
                 continue
+            started = time.monotonic()
             try:
                 await self._process(item, lease)
             finally:
                 self._forget(item.entry_id)
+                if self.ingest_load is not None:
+                    self.ingest_load.ran(time.monotonic() - started)
 
     async def _take_lease(self, key: str) -> _Lease | None:
         """Wait for the model's lease; None when stopping first."""

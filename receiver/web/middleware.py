@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import hmac
 import logging
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pydantic_core
 from aiohttp import web
-from prometheus_client import Counter
 
 from receiver import keys
+from receiver.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -75,44 +74,45 @@ def http_error(request: web.Request, error: web.HTTPException) -> web.Response:
     return error_response(error.status, _http_error_message(request, error), headers=headers)
 
 
-# Labelled children by label values: ``labels()`` validates and locks on every call, a
-# dict hit does not, and these run on every request.
-_children: weakref.WeakKeyDictionary[Counter, dict[tuple[str, ...], Any]] = (
-    weakref.WeakKeyDictionary()
-)
+class RequestCounts:
+    """``receiver_http_requests_total`` children by (route, code), made once each.
+
+    ``labels()`` validates and locks on every call; a dict hit does not, and this runs on
+    every request.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._counter = metrics.http_requests
+        self._children: dict[tuple[Any, int], Any] = {}
+
+    def count(self, route: Any, code: int) -> None:
+        # Keyed by resource: long-lived, and None for every unmatched request (aiohttp makes
+        # a route per 404), so the cache stays as small as the route table.
+        resource = route.resource
+        child = self._children.get((resource, code))
+        if child is None:
+            name = resource.canonical if resource is not None else "unmatched"
+            child = self._children[(resource, code)] = self._counter.labels(name, str(code))
+        child.inc()
 
 
-def labelled(counter: Counter, *values: str) -> Any:
-    """``counter.labels(*values)``, cached per counter."""
-    cache = _children.get(counter)
-    if cache is None:
-        cache = _children.setdefault(counter, {})
-    child = cache.get(values)
-    if child is None:
-        child = cache[values] = counter.labels(*values)
-    return child
-
-
-def _count(request: web.Request, route: str, code: int) -> None:
-    labelled(request.app[keys.METRICS].http_requests, route, str(code)).inc()
+REQUEST_COUNTS = web.AppKey("request_counts", RequestCounts)
 
 
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Count requests by route template and status; every error leaves as a JSON body."""
-    resource = request.match_info.route.resource
-    route = resource.canonical if resource is not None else "unmatched"
     try:
         response = await handler(request)
     except web.HTTPException as e:
         if e.status < 400:
-            _count(request, route, e.status)
+            request.app[REQUEST_COUNTS].count(request.match_info.route, e.status)
             raise
         response = http_error(request, e)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = error_response(500, "internal error; see the receiver's log")
-    _count(request, route, response.status)
+    request.app[REQUEST_COUNTS].count(request.match_info.route, response.status)
     return response
 
 

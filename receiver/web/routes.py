@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from receiver import keys
 from receiver.web import api, probes, webhook
+from receiver.web.middleware import REQUEST_COUNTS, RequestCounts
 
 
 def add_routes(app: web.Application) -> None:
-    """The webhook and probes on ``app``; the admin API as a sub-application at ``/api``."""
-    app.router.add_post(webhook.PATH, webhook.receive)
+    """The webhook and probes on ``app``; the admin API as a sub-application at ``/api``.
+
+    ``app`` must hold its metrics already (``keys.METRICS``): requests are counted there.
+    """
+    app[REQUEST_COUNTS] = RequestCounts(app[keys.METRICS])
+    app.router.add_post(webhook.PATH, webhook.handler(app))
     probes.add_routes(app)
     app.add_subapp("/api", api.build())

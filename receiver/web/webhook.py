@@ -11,29 +11,34 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from receiver import intake, keys
 from receiver.errors import StoreUnavailable
-from receiver.models import utcnow
-from receiver.web.middleware import bearer_ok, error_response, json_body, labelled
+from receiver.metrics import Metrics
+from receiver.models import AlertOutcome, utcnow
+from receiver.notifier import Notifier
+from receiver.settings import Settings
+from receiver.store import Store
+from receiver.web.middleware import Handler, bearer_ok, error_response, json_body
+from receiver.worker import IngestLoad
 
 log = logging.getLogger(__name__)
 
 PATH = "/webhook/alertmanager"
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes | web.Response:
-    if request.content_length is not None and request.content_length > limit:
+async def _read_body(request: web.Request, length: int | None, limit: int) -> bytes | web.Response:
+    """A body over the limit, or one of unknown length (chunked), read with care."""
+    if length is not None:
         return error_response(
             413,
-            f"body of {request.content_length} bytes exceeds the limit of {limit} bytes "
+            f"body of {length} bytes exceeds the limit of {limit} bytes "
             "(RECEIVER_MAX_BODY_BYTES); lower max_alerts in the Alertmanager webhook config",
         )
-    if request.content_length is not None:
-        return await request.read()  # exact length, already checked against the limit
     # Chunked: read to the end in pieces (one read returns only what has arrived so far).
     chunks: list[bytes] = []
     size = 0
@@ -49,20 +54,54 @@ async def _read_body(request: web.Request, limit: int) -> bytes | web.Response:
     return b"".join(chunks)
 
 
-async def receive(request: web.Request) -> web.Response:
-    """Per-alert dedup and enqueue, then 2xx at once."""
-    load = request.app[keys.INGEST_LOAD]
-    load.enter()
-    try:
-        return await _receive(request)
-    finally:
-        load.leave()
+@dataclass
+class _Wiring:
+    """The app's objects the webhook uses, looked up once instead of on every delivery."""
+
+    settings: Settings
+    store: Store
+    metrics: Metrics
+    load: IngestLoad
+    notifier: Notifier
+    outcomes: dict[AlertOutcome, Any]  # receiver_alerts_total children by outcome
+
+    @classmethod
+    def of(cls, app: web.Application) -> _Wiring:
+        metrics = app[keys.METRICS]
+        return cls(
+            app[keys.SETTINGS],
+            app[keys.STORE],
+            metrics,
+            app[keys.INGEST_LOAD],
+            app[keys.NOTIFIER],
+            {o: metrics.alerts.labels(o.value) for o in AlertOutcome},
+        )
 
 
-async def _receive(request: web.Request) -> web.Response:
+def handler(app: web.Application) -> Handler:
+    """The ``POST /webhook/alertmanager`` handler of ``app``.
+
+    The app's objects are read at the first delivery (they exist once the app has started)
+    and kept: a delivery is the hot path, and every lookup shows in ingest throughput.
+    """
+    wiring: _Wiring | None = None
+
+    async def receive(request: web.Request) -> web.Response:
+        """Per-alert dedup and enqueue, then 2xx at once."""
+        nonlocal wiring
+        w = wiring or (wiring := _Wiring.of(app))
+        w.load.enter()  # the workers yield the event loop to deliveries in flight
+        try:
+            return await _receive(request, w)
+        finally:
+            w.load.leave()
+
+    return receive
+
+
+async def _receive(request: web.Request, w: _Wiring) -> web.Response:
     started = time.perf_counter()
-    app = request.app
-    settings = app[keys.SETTINGS]
+    settings = w.settings
     if not bearer_ok(request, settings.webhook_token.get_secret_value()):
         return error_response(
             401,
@@ -71,61 +110,67 @@ async def _receive(request: web.Request) -> web.Response:
         )
     if request.content_type != "application/json":
         return error_response(415, f"content type {request.content_type!r} is not application/json")
-    body = await _read_body(request, settings.max_body_bytes)
-    if isinstance(body, web.Response):
-        return body
+    length = request.content_length
+    if length is not None and length <= settings.max_body_bytes:
+        body: bytes | web.Response = await request.read()  # exact length, within the limit
+    else:
+        body = await _read_body(request, length, settings.max_body_bytes)
+        if isinstance(body, web.Response):
+            return body
     try:
         payload = intake.parse_delivery(body)
     except intake.BadDelivery as e:
         extra = {"problems": e.problems} if e.problems else {}
         return error_response(400, e.message, **extra)
 
-    received = utcnow()
     group_key = payload.group_key
-    admissions = [
-        intake.admit(item, index=i, group_key=group_key, received_at=received)
-        for i, item in enumerate(payload.alerts)
-    ]
-    queued = [a for a in admissions if a.job is not None]
+    received = utcnow()
+    admissions = []
+    queued = []
+    for i, item in enumerate(payload.alerts):
+        a = intake.admit(item, index=i, group_key=group_key, received_at=received)
+        admissions.append(a)
+        if a.job is not None:
+            queued.append((a.job.dedup_key, a.job))
     try:
-        fresh = await app[keys.STORE].ingest(
-            [(a.job.dedup_key, a.job) for a in queued if a.job is not None],
-            settings.dedup_ttl_seconds,
-        )
+        fresh = iter(await w.store.ingest(queued, settings.dedup_ttl_seconds))
     except StoreUnavailable as e:
         log.error("could not record delivery of group %s: %s", group_key, e)
         return error_response(
             503, f"alerts could not be recorded, retry later: {e}", group_key=group_key
         )
-    new_by_index = {a.index: new for a, new in zip(queued, fresh, strict=True)}
 
-    metrics = app[keys.METRICS]
     results: list[dict[str, Any]] = []
-    unattributed = []
+    unattributed = False
     for a in admissions:
-        outcome, reason = intake.settle(a, new_by_index.get(a.index, False))
-        entry: dict[str, Any] = {"index": a.index}
-        if a.alert is not None:
-            entry["fingerprint"] = a.alert.fingerprint
-            entry["alertname"] = a.alert.alertname
-            entry["status"] = a.alert.status
-        entry["outcome"] = outcome.value
+        # Queued alerts take their dedup answers in order; the others are final already.
+        outcome, reason = intake.settle(a, next(fresh) if a.job is not None else False)
+        alert = a.alert
+        if alert is None:
+            entry: dict[str, Any] = {"index": a.index, "outcome": outcome}
+        else:
+            entry = {
+                "index": a.index,
+                "fingerprint": alert.fingerprint,
+                "alertname": alert.labels.get("alertname", ""),
+                "status": alert.status,
+                "outcome": outcome,
+            }
         if reason:
             entry["reason"] = reason
         results.append(entry)
-        labelled(metrics.alerts, outcome.value).inc()
-        if a.outcome is intake.AlertOutcome.NOT_ATTRIBUTABLE:
-            unattributed.append(a)
+        w.outcomes[outcome].inc()
+        unattributed = unattributed or outcome is AlertOutcome.NOT_ATTRIBUTABLE
     if unattributed:
-        _not_attributable(app, group_key, unattributed)
+        _not_attributable(w, group_key, admissions)
     if payload.truncated_alerts:
-        metrics.truncated_alerts.inc(payload.truncated_alerts)
+        w.metrics.truncated_alerts.inc(payload.truncated_alerts)
         log.warning(
             "Alertmanager cut %d alerts from group %s (max_alerts); they were never seen",
             payload.truncated_alerts,
             group_key,
         )
-    metrics.webhook_duration.observe(time.perf_counter() - started)
+    w.metrics.webhook_duration.observe(time.perf_counter() - started)
     return json_body(
         {
             "status": "ok",
@@ -136,10 +181,9 @@ async def _receive(request: web.Request) -> web.Response:
     )
 
 
-def _not_attributable(
-    app: web.Application, group_key: str, admissions: list[intake.Admission]
-) -> None:
+def _not_attributable(w: _Wiring, group_key: str, admissions: list[intake.Admission]) -> None:
     """Log the alerts no one can act on; post each firing cause to Slack once."""
+    admissions = [a for a in admissions if a.outcome is AlertOutcome.NOT_ATTRIBUTABLE]
     missing = sorted({label for a in admissions for label in a.missing})
     log.warning(
         "%d alert(s) of group %s not attributable (missing %s): no action",
@@ -148,7 +192,6 @@ def _not_attributable(
         ", ".join(missing),
         extra={"group_key": group_key, "missing": missing},
     )
-    notifier = app[keys.NOTIFIER]
     for a in admissions:
         if a.wants_notice:
-            notifier.notice_once(*intake.not_attributable_notice(a))
+            w.notifier.notice_once(*intake.not_attributable_notice(a))

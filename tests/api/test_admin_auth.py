@@ -10,7 +10,7 @@ from aiohttp import web
 from receiver import keys
 from receiver.app import create_app
 from receiver.metrics import Metrics
-from receiver.web.middleware import admin_app, observe
+from receiver.web.middleware import REQUEST_COUNTS, RequestCounts, admin_app, observe
 from tests.conftest import ADMIN_TOKEN
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -77,6 +77,7 @@ async def test_a_route_added_to_the_admin_app_is_guarded_without_asking(
     app = web.Application(middlewares=[observe])
     app[keys.SETTINGS] = make_settings()
     app[keys.METRICS] = Metrics()
+    app[REQUEST_COUNTS] = RequestCounts(app[keys.METRICS])
     api = admin_app()
     api.router.add_post("/models/{namespace}/{model}/pause", new_route)
     app.add_subapp("/api", api)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import select
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -81,15 +82,15 @@ def serve(*args: str) -> subprocess.Popen[str]:
 def log_lines(proc: subprocess.Popen[str], timeout: float = 30.0) -> Iterator[dict]:
     """The JSON log lines of ``proc`` as they come; stops at its exit or after ``timeout``."""
     assert proc.stderr is not None
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(x) for x in proc.stderr], daemon=True)
+    reader.start()
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stderr], [], [], deadline - time.monotonic())
-        if not ready:
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            yield json.loads(lines.get(timeout=left))
+        except queue.Empty:
             break
-        line = proc.stderr.readline()
-        if not line:
-            return
-        yield json.loads(line)
     pytest.fail(f"no further log line from serve within {timeout}s")
 
 
