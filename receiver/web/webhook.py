@@ -20,7 +20,7 @@ from receiver import intake, keys
 from receiver.errors import StoreUnavailable
 from receiver.metrics import Metrics
 from receiver.models import AlertOutcome, utcnow
-from receiver.notifier import Notifier
+from receiver.notify import Notifier
 from receiver.settings import Settings
 from receiver.store import Store
 from receiver.web.middleware import Handler, bearer_ok, error_response, json_body
