@@ -141,7 +141,9 @@ class RollbackService:
         try:
             target.executor = executor_for(resolved.strategy)
             target.kube = await self.clusters.get(job.cluster)
-            target.workload = await target.executor.read(target.kube, resolved.model)
+            target.workload = await target.executor.read(
+                target.kube, resolved.model, http=self.session
+            )
         except KubeUnavailable:
             raise  # temporary: the job is retried
         except (StrategyUnavailable, ConfigError, KubeError) as e:
@@ -154,7 +156,9 @@ class RollbackService:
             return False
         assert target.resolved.model is not None
         try:
-            fresh = await target.executor.read(target.kube, target.resolved.model)
+            fresh = await target.executor.read(
+                target.kube, target.resolved.model, http=self.session
+            )
         except KubeError:
             return False
         return fresh.view.generation == target.workload.view.generation and (
@@ -370,6 +374,7 @@ class RollbackService:
             probe=probe,
             timeout=resolved.settings.verify_timeout_seconds,
             poll_interval=self.verify_poll_seconds,
+            changes=lambda: executor.watch_rollout(kube, model),
         )
         now = self.clock()
         strategy = resolved.strategy

@@ -8,8 +8,11 @@ HPA may own it) and ReplicaSets are never deleted: history stays in place.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
+
+import aiohttp
 
 from receiver import annotations as ours
 from receiver.clients.k8s import KubeClient
@@ -36,7 +39,10 @@ class RolloutUndo:
     def workload_key(self, model: ModelPolicy) -> str:
         return f"{model.namespace}/deployment/{model.deployment_name}"
 
-    async def read(self, kube: KubeClient, model: ModelPolicy) -> Workload:
+    async def read(
+        self, kube: KubeClient, model: ModelPolicy, *, http: aiohttp.ClientSession
+    ) -> Workload:
+        # The target is chosen among the ReplicaSets by the decision; nothing to probe first.
         deployment = await kube.get_deployment(model.namespace, model.deployment_name)
         selector = selector_string(deployment.get("spec", {}).get("selector"))
         replicasets = await kube.list_replicasets(model.namespace, selector) if selector else []
@@ -92,6 +98,14 @@ class RolloutUndo:
         return rollout_status(
             deployment, pods, current_hash=current_template_hash(deployment, replicasets)
         )
+
+    async def watch_rollout(
+        self, kube: KubeClient, model: ModelPolicy
+    ) -> AsyncIterator[RolloutStatus]:
+        watched = kube.watch_deployment(model.namespace, model.deployment_name)
+        async with contextlib.aclosing(watched) as changes:
+            async for deployment in changes:
+                yield rollout_status(deployment)
 
     async def annotate(
         self, kube: KubeClient, model: ModelPolicy, annotations: Mapping[str, str | None]
