@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from receiver.errors import PermanentError
 from receiver.rollback.base import Applied, Executor, Workload
+from receiver.rollback.blue_green import BlueGreen
+from receiver.rollback.canary import Canary
 from receiver.rollback.rollout_undo import RolloutUndo
 
 __all__ = ["Applied", "Executor", "StrategyUnavailable", "Workload", "executor_for"]
 
-_EXECUTORS: dict[str, Executor] = {"rollout-undo": RolloutUndo()}
+# Executors hold no state (clients come with each call): one of each serves every job.
+_EXECUTORS: dict[str, Executor] = {
+    executor.name: executor for executor in (RolloutUndo(), BlueGreen(), Canary())
+}
 
 
 class StrategyUnavailable(PermanentError):

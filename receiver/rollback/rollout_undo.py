@@ -8,7 +8,6 @@ HPA may own it) and ReplicaSets are never deleted: history stays in place.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 
@@ -18,10 +17,8 @@ from receiver import annotations as ours
 from receiver.clients.k8s import KubeClient
 from receiver.decide import Decision
 from receiver.kinds.deployment import (
-    current_template_hash,
     deployment_view,
     mark_bad_patch,
-    rollout_status,
     selector_string,
     template_matches,
     undo_patch,
@@ -29,6 +26,7 @@ from receiver.kinds.deployment import (
 from receiver.models import RolloutStatus
 from receiver.policy import ModelPolicy
 from receiver.rollback.base import Applied, Workload
+from receiver.rollback.reads import deployment_rollout, watch_deployment_rollout
 
 
 class RolloutUndo:
@@ -91,21 +89,10 @@ class RolloutUndo:
                 )
 
     async def rollout(self, kube: KubeClient, model: ModelPolicy) -> RolloutStatus:
-        deployment = await kube.get_deployment(model.namespace, model.deployment_name)
-        selector = selector_string(deployment.get("spec", {}).get("selector"))
-        replicasets = await kube.list_replicasets(model.namespace, selector) if selector else []
-        pods = await kube.list_pods(model.namespace, selector) if selector else []
-        return rollout_status(
-            deployment, pods, current_hash=current_template_hash(deployment, replicasets)
-        )
+        return await deployment_rollout(kube, model.namespace, model.deployment_name)
 
-    async def watch_rollout(
-        self, kube: KubeClient, model: ModelPolicy
-    ) -> AsyncIterator[RolloutStatus]:
-        watched = kube.watch_deployment(model.namespace, model.deployment_name)
-        async with contextlib.aclosing(watched) as changes:
-            async for deployment in changes:
-                yield rollout_status(deployment)
+    def watch_rollout(self, kube: KubeClient, model: ModelPolicy) -> AsyncIterator[RolloutStatus]:
+        return watch_deployment_rollout(kube, model.namespace, model.deployment_name)
 
     async def annotate(
         self, kube: KubeClient, model: ModelPolicy, annotations: Mapping[str, str | None]
