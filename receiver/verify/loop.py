@@ -53,9 +53,9 @@ class _Wakeup:
         self.watching = False
         self.event.set()
 
-    async def wait(self, poll_interval: float, remaining: float) -> None:
+    async def wait(self, poll_interval: float, watch_fallback: float, remaining: float) -> None:
         """Until the watch says the rollout may be done, or the next poll is due."""
-        interval = WATCH_FALLBACK_SECONDS if self.watching else poll_interval
+        interval = watch_fallback if self.watching else poll_interval
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.event.wait(), min(interval, remaining))
 
@@ -75,12 +75,13 @@ async def verify(
     timeout: float,  # noqa: ASYNC109
     poll_interval: float = 0.5,
     changes: Callable[[], AsyncIterator[RolloutStatus]] | None = None,
+    watch_fallback: float = WATCH_FALLBACK_SECONDS,
     clock: Callable[[], float] = time.monotonic,
 ) -> Verdict:
     """Wait for the rollout to complete, then for the probe to pass, within ``timeout``.
 
     With ``changes`` (a watch of the rollout's object), the rollout is read again as soon
-    as a change looks complete, and every ``WATCH_FALLBACK_SECONDS`` besides; without it,
+    as a change looks complete, and every ``watch_fallback`` seconds besides; without it,
     or once it has ended, every ``poll_interval``. A model server may need a while to load
     after its pod is ready, so a failing probe is retried every ``poll_interval`` until
     the deadline. A failed rollout (progress deadline exceeded, paused) ends at once. Past
@@ -144,6 +145,6 @@ async def verify(
             if rollout_done:
                 await asyncio.sleep(min(poll_interval, remaining))
             else:
-                await wakeup.wait(poll_interval, remaining)
+                await wakeup.wait(poll_interval, watch_fallback, remaining)
     finally:
         await wakeup.close()
