@@ -7,6 +7,7 @@ again is worth it. No decisions here.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -20,11 +21,15 @@ __all__ = ["deployment_rollout", "watch_deployment_rollout"]
 
 async def deployment_rollout(kube: KubeClient, namespace: str, name: str) -> RolloutStatus:
     """The Deployment's rollout as ``kubectl rollout status`` judges it, and no pod of an
-    older template left (three reads: the Deployment, its ReplicaSets, its pods)."""
+    older template left (the Deployment, then its ReplicaSets and its pods at once: two
+    round trips, since the moment a rollout completes waits on them)."""
     deployment = await kube.get_deployment(namespace, name)
     selector = selector_string(deployment.get("spec", {}).get("selector"))
-    replicasets = await kube.list_replicasets(namespace, selector) if selector else []
-    pods = await kube.list_pods(namespace, selector) if selector else []
+    if not selector:
+        return rollout_status(deployment, [])
+    replicasets, pods = await asyncio.gather(
+        kube.list_replicasets(namespace, selector), kube.list_pods(namespace, selector)
+    )
     return rollout_status(
         deployment, pods, current_hash=current_template_hash(deployment, replicasets)
     )
