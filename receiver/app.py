@@ -147,6 +147,7 @@ def create_app(
             clusters=app[CLUSTERS],
             metrics=app[keys.METRICS],
             global_pause=global_pause,
+            http=app[SESSION],
             notifier=app[NOTIFIER],
             events=events,
             retention_seconds=settings.audit_retention_seconds,

@@ -30,6 +30,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+import aiohttp
+
 from receiver import annotations as ours
 from receiver import audit, stats
 from receiver.clients.k8s import Clusters, KubeClient
@@ -244,6 +246,7 @@ class Control:
         clusters: Clusters,
         metrics: Metrics,
         global_pause: GlobalPause,
+        http: aiohttp.ClientSession,
         notifier: Notifier | None = None,
         events: audit.EventPoster | None = None,
         instance: str = "rollback-receiver",
@@ -255,6 +258,7 @@ class Control:
         self.clusters = clusters
         self.metrics = metrics
         self.global_pause = global_pause
+        self.http = http
         self.notifier = notifier
         self.events = events or audit.EventPoster()
         self.instance = instance
@@ -290,7 +294,7 @@ class Control:
         executor = self._executor(model)
         kube = await self._kube(model)
         try:
-            workload = await executor.read(kube, model)
+            workload = await executor.read(kube, model, http=self.http)
         except KubeError as e:
             raise _kube_error(e, model) from e
         self._note_paused(model, workload.view.annotations)

@@ -247,7 +247,11 @@ def decide(job: Job, resolved: Resolved, view: WorkloadView | None, facts: Facts
             mode=mode,
         )
 
-    # Rule 5: the alert's version is no longer the one serving.
+    # Rule 5: the alert's version is no longer the one serving, or serves where this
+    # strategy's action does not reach (a canary rollback leaves the stable as it is).
+    unaffected = view.unaffected_versions.get(bad_version)
+    if unaffected:
+        return decision(no_action, "no_target", f"{subject}: {unaffected}", mode=mode)
     if not view.serving_version:
         return decision(
             no_action,

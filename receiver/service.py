@@ -169,7 +169,9 @@ class RollbackService:
         try:
             target.executor = executor_for(resolved.strategy)
             target.kube = await self.clusters.get(job.cluster)
-            target.workload = await target.executor.read(target.kube, resolved.model)
+            target.workload = await target.executor.read(
+                target.kube, resolved.model, http=self.session
+            )
         except KubeUnavailable:
             raise  # temporary: the job is retried
         except (StrategyUnavailable, ConfigError, KubeError) as e:
@@ -187,7 +189,9 @@ class RollbackService:
             return False
         assert target.resolved.model is not None
         try:
-            fresh = await target.executor.read(target.kube, target.resolved.model)
+            fresh = await target.executor.read(
+                target.kube, target.resolved.model, http=self.session
+            )
         except KubeError:
             return False
         return fresh.view.generation == target.workload.view.generation and (
@@ -472,6 +476,7 @@ class RollbackService:
             probe=probe,
             timeout=resolved.settings.verify_timeout_seconds,
             poll_interval=self.verify_poll_seconds,
+            changes=lambda: executor.watch_rollout(kube, model),
         )
 
     # -- roll forward -----------------------------------------------------------------------
@@ -754,7 +759,7 @@ class RollbackService:
         executor, kube = target.executor, target.kube
         if not _has(incident, "forward_started"):
             started_at = self.clock()
-            workload = await executor.read(kube, target.resolved.model)
+            workload = await executor.read(kube, target.resolved.model, http=self.session)
             target.workload = workload
             if workload.view.serving_version != incident.bad_version:
                 forward = executor.forward_target(workload)

@@ -9,9 +9,10 @@ errors, with the API server's ``Status`` message cut to a safe size.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,13 @@ STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 FIELD_MANAGER = "rollback-receiver"
 # One API call never waits longer than this; the job's own deadline bounds the rest.
 REQUEST_TIMEOUT_SECONDS = 10.0
+# A watch request asks the server to end it after this long; it is then opened again from
+# the last resourceVersion seen (kubectl's rollout status asks for a few minutes too).
+WATCH_SECONDS = 300
+# Watches held open at once per cluster. Each holds a connection of the client's pool (100
+# by default) while a rollout is verified; past this many, a verification polls instead
+# so watches can never starve the reads and writes of other jobs.
+WATCHES_MAX = 48
 
 
 def error_from_status(status: int, body: str | bytes | None, what: str) -> KubeError:
@@ -85,6 +93,7 @@ class KubeClient:
         self._core = kclient.CoreV1Api(api)
         self._events = kclient.EventsV1Api(api)
         self._timeout = request_timeout
+        self._watches = 0
 
     @classmethod
     async def connect(
@@ -149,6 +158,109 @@ class KubeClient:
             name=name,
             namespace=namespace,
         )
+
+    async def watch_deployment(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        resource_version: str | None = None,
+        watch_seconds: int = WATCH_SECONDS,
+    ) -> AsyncIterator[Obj]:
+        """Yield the Deployment each time it changes, for as long as the caller iterates.
+
+        Without ``resource_version`` the Deployment is read first and yielded, and the
+        watch starts from that read, so no change between a caller's last read and the
+        watch is missed. The watch asks for bookmarks (``allowWatchBookmarks``): they
+        move the resourceVersion forward without a yield, so a reconnect after the
+        server ends the request (``timeoutSeconds``) starts where it left off. A 410
+        Gone (the resourceVersion was compacted away) reads the Deployment again, yields
+        it and watches from there. A deletion raises ``KubeNotFound``; an API or
+        connection failure raises ``KubeUnavailable`` (or the error of its status), and
+        the caller decides whether to poll instead.
+        """
+        what = f"watch deployment {namespace}/{name}"
+        if self._watches >= WATCHES_MAX:
+            raise KubeUnavailable(f"{what}: {WATCHES_MAX} watches open already; poll instead")
+        self._watches += 1
+        try:
+            async with contextlib.aclosing(
+                self._watch_deployment(what, namespace, name, resource_version, watch_seconds)
+            ) as changes:
+                async for obj in changes:
+                    yield obj
+        finally:
+            self._watches -= 1
+
+    async def _watch_deployment(
+        self,
+        what: str,
+        namespace: str,
+        name: str,
+        resource_version: str | None,
+        watch_seconds: int,
+    ) -> AsyncIterator[Obj]:
+        if resource_version is None:
+            current = await self.get_deployment(namespace, name)
+            yield current
+            resource_version = _resource_version(current)
+        while True:
+            relist = False
+            try:
+                resp = await self._apps.list_namespaced_deployment_without_preload_content(
+                    namespace,
+                    field_selector=f"metadata.name={name}",
+                    watch=True,
+                    allow_watch_bookmarks=True,
+                    resource_version=resource_version,
+                    timeout_seconds=watch_seconds,
+                    _request_timeout=float(watch_seconds) + self._timeout,
+                )
+            except ApiException as e:
+                if e.status != 410:
+                    raise error_from_status(e.status or 0, e.body, what) from e
+                relist = True
+            except (aiohttp.ClientError, TimeoutError, OSError) as e:
+                raise KubeUnavailable(
+                    f"{what}: API server unreachable: {truncate(str(e) or type(e).__name__)}"
+                ) from e
+            else:
+                try:
+                    if resp.status == 410:
+                        relist = True
+                    elif resp.status >= 400:
+                        raise error_from_status(resp.status, await resp.read(), what)
+                    while not relist:
+                        line = await resp.content.readline()
+                        if not line:
+                            break  # the server ended the watch: open it again
+                        event = _watch_event(line, what)
+                        kind = event.get("type")
+                        obj = event.get("object") or {}
+                        if kind == "ERROR":
+                            if obj.get("code") == 410:
+                                relist = True
+                                break
+                            raise error_from_status(
+                                int(obj.get("code") or 0), json.dumps(obj), what
+                            )
+                        resource_version = _resource_version(obj) or resource_version
+                        if kind == "BOOKMARK":
+                            continue
+                        if kind == "DELETED":
+                            raise KubeNotFound(f"{what}: the Deployment was deleted", status=404)
+                        yield obj
+                except (aiohttp.ClientError, TimeoutError, OSError) as e:
+                    raise KubeUnavailable(
+                        f"{what}: the watch broke: {truncate(str(e) or type(e).__name__)}"
+                    ) from e
+                finally:
+                    # Closes the connection of an unfinished stream (not back to the pool).
+                    resp.close()
+            if relist:
+                current = await self.get_deployment(namespace, name)
+                yield current
+                resource_version = _resource_version(current)
 
     async def list_replicasets(self, namespace: str, selector: str) -> list[Obj]:
         out = await self._call(
@@ -322,6 +434,21 @@ def own_namespace(
     except (ConfigException, OSError, ValueError, TypeError):
         namespace = None
     return str(namespace) if namespace else "default"
+
+
+def _resource_version(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _watch_event(line: bytes, what: str) -> Obj:
+    """One line of a watch stream: ``{"type", "object"}``."""
+    try:
+        event = json.loads(line)
+    except ValueError as e:
+        raise KubeUnavailable(f"{what}: the API server sent a line that is not JSON") from e
+    if not isinstance(event, dict) or "type" not in event:
+        raise KubeUnavailable(f"{what}: the API server sent an event without a type")
+    return event
 
 
 class Clusters:

@@ -52,3 +52,6 @@ class WorkloadView:
     target_problem: str = ""
     """Why the strategy's fixed target cannot be used (a standby not ready, ...); ``""``
     when there is none or the strategy chooses among candidates."""
+    unaffected_versions: Mapping[str, str] = field(default_factory=dict)
+    """Versions that serve beside ``serving_version`` through an object the strategy does
+    not change, each with why its action would not fix them (canary: the stable's)."""

@@ -213,7 +213,8 @@ def check_policy(path: Path) -> tuple[bool, str]:
 
 
 def summarize(policy: Policy, *, source: str = "policy") -> str:
-    """One paragraph: models per strategy and per resolved mode, and the policy version."""
+    """One paragraph: models per strategy and per resolved mode, the policy version, and
+    which strategy each model (``namespace/name``) is rolled back with."""
     if not policy.models:
         return (
             f"{source}: valid, policy version {policy.version}: no models, so every alert is"
@@ -227,6 +228,16 @@ def summarize(policy: Policy, *, source: str = "policy") -> str:
     def counts(counter: Counter[str], order: list[str]) -> str:
         return ", ".join(f"{counter[k]} {k}" for k in order if counter[k])
 
+    by_strategy: dict[str, list[str]] = {}
+    for model, effective in zip(policy.models, settings, strict=True):
+        where = f"{model.cluster}/" if model.cluster else ""
+        by_strategy.setdefault(effective.strategy.value, []).append(
+            f"{where}{model.namespace}/{model.name}"
+        )
+    per_model = "; ".join(
+        f"{s.value}: {', '.join(by_strategy[s.value])}" for s in Strategy if s.value in by_strategy
+    )
+
     n = len(policy.models)
     d = policy.defaults
     return (
@@ -236,5 +247,5 @@ def summarize(policy: Policy, *, source: str = "policy") -> str:
         f" data_quality_mode {counts(dq_modes, [m.value for m in Mode])};"
         f" defaults: cooldown {format_duration(d.cooldown)}, at most {d.max_rollbacks}"
         f" rollbacks per {format_duration(d.window)}, causality window"
-        f" {format_duration(d.causality_window)}."
+        f" {format_duration(d.causality_window)}. Strategy per model: {per_model}."
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from receiver.errors import PermanentError
 from receiver.policy import ModelPolicy
 from receiver.rollback.base import Applied, Executor, Workload
+from receiver.rollback.blue_green import BlueGreen
+from receiver.rollback.canary import Canary
 from receiver.rollback.rollout_undo import RolloutUndo
 
 __all__ = [
@@ -16,7 +18,10 @@ __all__ = [
     "workload_lease_key",
 ]
 
-_EXECUTORS: dict[str, Executor] = {"rollout-undo": RolloutUndo()}
+# Executors hold no state (clients come with each call): one of each serves every job.
+_EXECUTORS: dict[str, Executor] = {
+    executor.name: executor for executor in (RolloutUndo(), BlueGreen(), Canary())
+}
 
 
 class StrategyUnavailable(PermanentError):

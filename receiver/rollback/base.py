@@ -1,17 +1,23 @@
 """What every rollback strategy provides to the service, and the values it returns.
 
-A strategy reads its workload fresh into a ``WorkloadView``, applies a decision with one
-optimistic-concurrency write that also carries our annotations, marks the bad revision,
-reports the rollout of the restored version, and pauses automation on its workload. It
-decides nothing: ``decide`` does. kubectl's ``Rollbacker``, one per strategy.
+A strategy reads its workload fresh into a ``WorkloadView`` (running any pre-check of its
+fixed target then: the read is the only step before the decision), applies a decision with
+one optimistic-concurrency write that also carries our annotations, marks the bad revision,
+reports (and watches) the rollout of the restored version, and pauses automation on its
+workload. It decides nothing: ``decide`` does. kubectl's ``Rollbacker``, one per strategy.
+
+Executors hold no state and no clients: the cluster client and the HTTP session come with
+each call, so one executor per strategy serves every cluster and every job.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
+
+import aiohttp
 
 from receiver.clients.k8s import KubeClient
 from receiver.decide import Decision
@@ -46,8 +52,12 @@ class Executor(Protocol):
         """The object our writes change (``namespace/kind/name``): the per-workload lease
         is held on it, so two models served by one workload never act at once."""
 
-    async def read(self, kube: KubeClient, model: ModelPolicy) -> Workload:
-        """GET the workload fresh; raises KubeError subclasses."""
+    async def read(
+        self, kube: KubeClient, model: ModelPolicy, *, http: aiohttp.ClientSession
+    ) -> Workload:
+        """GET the workload fresh; raises KubeError subclasses. ``http`` reaches the model
+        servers, for a strategy whose target is checked before the decision (blue-green's
+        standby); a pre-check that fails is ``view.target_problem``, not an exception."""
 
     async def apply(
         self,
@@ -89,6 +99,11 @@ class Executor(Protocol):
 
     async def rollout(self, kube: KubeClient, model: ModelPolicy) -> RolloutStatus:
         """How far the restored version's rollout is, as kubectl would judge it."""
+
+    def watch_rollout(self, kube: KubeClient, model: ModelPolicy) -> AsyncIterator[RolloutStatus]:
+        """The rollout as judged from the watched Deployment alone, at each of its changes:
+        a hint that ``rollout`` is worth reading now (it also counts the pods), not a
+        verdict. Raises KubeError subclasses when the watch cannot go on."""
 
     async def annotate(
         self, kube: KubeClient, model: ModelPolicy, annotations: Mapping[str, str | None]

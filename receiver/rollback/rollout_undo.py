@@ -8,19 +8,19 @@ HPA may own it) and ReplicaSets are never deleted: history stays in place.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
+
+import aiohttp
 
 from receiver import annotations as ours
 from receiver.clients.k8s import KubeClient
 from receiver.decide import Decision
 from receiver.kinds.deployment import (
-    current_template_hash,
     deployment_view,
     mark_bad_patch,
     owned_replicasets,
     revision_number,
-    rollout_status,
     selector_string,
     template_matches,
     undo_patch,
@@ -29,6 +29,7 @@ from receiver.kinds.deployment import (
 from receiver.models import Revision, RolloutStatus
 from receiver.policy import ModelPolicy
 from receiver.rollback.base import Applied, Workload
+from receiver.rollback.reads import deployment_rollout, watch_deployment_rollout
 
 
 class RolloutUndo:
@@ -39,7 +40,10 @@ class RolloutUndo:
     def workload_key(self, model: ModelPolicy) -> str:
         return f"{model.namespace}/deployment/{model.deployment_name}"
 
-    async def read(self, kube: KubeClient, model: ModelPolicy) -> Workload:
+    async def read(
+        self, kube: KubeClient, model: ModelPolicy, *, http: aiohttp.ClientSession
+    ) -> Workload:
+        # The target is chosen among the ReplicaSets by the decision; nothing to probe first.
         deployment = await kube.get_deployment(model.namespace, model.deployment_name)
         selector = selector_string(deployment.get("spec", {}).get("selector"))
         replicasets = await kube.list_replicasets(model.namespace, selector) if selector else []
@@ -135,13 +139,10 @@ class RolloutUndo:
             await kube.patch_replicaset(workload.view.namespace, target.name, unmark_bad_patch())
 
     async def rollout(self, kube: KubeClient, model: ModelPolicy) -> RolloutStatus:
-        deployment = await kube.get_deployment(model.namespace, model.deployment_name)
-        selector = selector_string(deployment.get("spec", {}).get("selector"))
-        replicasets = await kube.list_replicasets(model.namespace, selector) if selector else []
-        pods = await kube.list_pods(model.namespace, selector) if selector else []
-        return rollout_status(
-            deployment, pods, current_hash=current_template_hash(deployment, replicasets)
-        )
+        return await deployment_rollout(kube, model.namespace, model.deployment_name)
+
+    def watch_rollout(self, kube: KubeClient, model: ModelPolicy) -> AsyncIterator[RolloutStatus]:
+        return watch_deployment_rollout(kube, model.namespace, model.deployment_name)
 
     async def annotate(
         self, kube: KubeClient, model: ModelPolicy, annotations: Mapping[str, str | None]

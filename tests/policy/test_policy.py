@@ -480,6 +480,10 @@ def test_check_policy_summarises_a_valid_file(tmp_path: Path) -> None:
     assert load_policy(path).version in text
     assert "3 models (1 rollout-undo, 1 blue-green, 1 canary)" in text
     assert "mode 2 auto, 1 notify" in text
+    assert text.endswith(
+        "Strategy per model: rollout-undo: ml-prod/fraud-scorer; blue-green: ml-prod/ranker;"
+        " canary: eu-1/ml-prod/scorer."
+    )
 
 
 def test_check_policy_of_an_empty_file_says_nothing_is_automated(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from receiver.kinds.deployment.patches import (
     mark_bad_patch,
+    scale_to_zero_patch,
     template_matches,
     undo_patch,
     unmark_bad_patch,
@@ -12,12 +13,16 @@ from receiver.kinds.deployment.view import (
     POD_TEMPLATE_HASH,
     REVISION_ANNOTATION,
     REVISION_HISTORY_ANNOTATION,
+    available_replicas,
     deployment_view,
     gitops_manager,
+    last_rollout_at,
     owned_replicasets,
     pod_template,
     revision_number,
     selector_string,
+    spec_replicas,
+    template_version,
 )
 
 __all__ = [
@@ -25,16 +30,21 @@ __all__ = [
     "POD_TEMPLATE_HASH",
     "REVISION_ANNOTATION",
     "REVISION_HISTORY_ANNOTATION",
+    "available_replicas",
     "current_template_hash",
     "deployment_view",
     "gitops_manager",
+    "last_rollout_at",
     "mark_bad_patch",
     "owned_replicasets",
     "pod_template",
     "revision_number",
     "rollout_status",
+    "scale_to_zero_patch",
     "selector_string",
+    "spec_replicas",
     "template_matches",
+    "template_version",
     "undo_patch",
     "unmark_bad_patch",
 ]

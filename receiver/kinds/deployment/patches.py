@@ -13,7 +13,13 @@ from receiver import annotations as ours
 from receiver.kinds.merge_patch import merge_patch_to, normalized_template
 from receiver.models import Revision
 
-__all__ = ["mark_bad_patch", "template_matches", "undo_patch", "unmark_bad_patch"]
+__all__ = [
+    "mark_bad_patch",
+    "scale_to_zero_patch",
+    "template_matches",
+    "undo_patch",
+    "unmark_bad_patch",
+]
 
 
 def template_matches(deployment: Mapping[str, Any], target: Revision) -> bool:
@@ -49,6 +55,35 @@ def undo_patch(
     if template_patch:
         patch["spec"] = {"template": template_patch}
     return patch
+
+
+def scale_to_zero_patch(
+    deployment: Mapping[str, Any], annotations: Mapping[str, str | None]
+) -> dict[str, Any]:
+    """A JSON merge patch that scales the Deployment (a canary) to zero and sets our
+    annotations, with its current replica count kept in ``previous-replicas`` for a roll
+    forward, in one request.
+
+    It carries the ``resourceVersion`` that was read, so a concurrent change (a person
+    scaling or updating the canary) is a 409 and the job reads and decides again. The
+    ``/scale`` subresource would take no annotations, so it would need a second write.
+    """
+    metadata = deployment.get("metadata") or {}
+    resource_version = metadata.get("resourceVersion")
+    if not resource_version:
+        raise ValueError(
+            "the Deployment has no metadata.resourceVersion: patch a fresh GET of it, not a"
+            " hand-built object"
+        )
+    replicas = (deployment.get("spec") or {}).get("replicas")
+    previous = str(1 if replicas is None else int(replicas))
+    marks = dict(annotations)
+    if previous != "0":
+        marks[ours.PREVIOUS_REPLICAS] = previous
+    return {
+        "metadata": {"resourceVersion": resource_version, "annotations": marks},
+        "spec": {"replicas": 0},
+    }
 
 
 def mark_bad_patch(incident: str) -> dict[str, Any]:

@@ -19,13 +19,17 @@ __all__ = [
     "POD_TEMPLATE_HASH",
     "REVISION_ANNOTATION",
     "REVISION_HISTORY_ANNOTATION",
+    "available_replicas",
     "controller_ref",
     "deployment_view",
     "gitops_manager",
+    "last_rollout_at",
     "owned_replicasets",
     "pod_template",
     "revision_number",
     "selector_string",
+    "spec_replicas",
+    "template_version",
 ]
 
 LABEL_VERSION = "app.kubernetes.io/version"
@@ -115,6 +119,41 @@ def gitops_manager(metadata: Mapping[str, Any]) -> str | None:
     if any(label in labels for label in _FLUX_LABELS):
         return "Flux"
     return None
+
+
+def template_version(deployment: Mapping[str, Any]) -> str:
+    """The version the Deployment's pod template names (``app.kubernetes.io/version``), or
+    ``""`` when the label is absent."""
+    template = (deployment.get("spec") or {}).get("template") or {}
+    return _labels(template).get(LABEL_VERSION, "")
+
+
+def spec_replicas(deployment: Mapping[str, Any]) -> int:
+    """The desired replica count (``spec.replicas``; the API defaults an absent one to 1)."""
+    value = (deployment.get("spec") or {}).get("replicas")
+    return 1 if value is None else int(value)
+
+
+def available_replicas(deployment: Mapping[str, Any]) -> int:
+    """Pods available to serve, as the controller last counted them (absent means 0)."""
+    return int((deployment.get("status") or {}).get("availableReplicas") or 0)
+
+
+def last_rollout_at(deployment: Mapping[str, Any]) -> datetime | None:
+    """When the Deployment last rolled out: its ``Progressing`` condition's last update
+    (the controller moves it at each step of a rollout or a scale-up, and it stays at the
+    step that completed it), else its creation. None when neither is readable.
+
+    The ReplicaSets would date the version more finely (``deployment_view``), at the cost
+    of a list per Deployment; strategies that only need "since when does this Deployment
+    serve what it serves" (a blue-green slot, a canary) read this instead.
+    """
+    for condition in (deployment.get("status") or {}).get("conditions") or ():
+        if condition.get("type") == "Progressing":
+            updated = parse_time(condition.get("lastUpdateTime"))
+            if updated is not None:
+                return updated
+    return parse_time((deployment.get("metadata") or {}).get("creationTimestamp"))
 
 
 def pod_template(replicaset: Mapping[str, Any]) -> dict[str, Any]:
