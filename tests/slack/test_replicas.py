@@ -103,9 +103,10 @@ async def test_a_first_post_slower_than_the_claim_keeps_it_by_renewal(
     redis_stores: tuple[RedisStore, RedisStore],
 ) -> None:
     incident = make_incident()
-    a, b = [await make_notifier(backend=s, post_claim_seconds=0.3) for s in redis_stores]
+    # A claim long enough that its renewal (every third of it) survives a loaded machine.
+    a, b = [await make_notifier(backend=s, post_claim_seconds=1.0) for s in redis_stores]
     # A's post takes several claim periods: without renewal B would post a second message.
-    slack.delay = 1.2
+    slack.delay = 3.2
     try:
         a.incident_changed(incident)
         await slack.wait_for(lambda: slack.arrivals[POST] == 1)
