@@ -533,6 +533,11 @@ class RollbackService:
         now = self.clock()
         if verdict.healthy:
             incident.add_event("roll_forward_healthy", verdict.reason or "healthy", at=now)
+            if existing is None and incidents.transition(
+                incident, IncidentState.VERIFIED, "roll_forward"
+            ):
+                # Its rollback's record was lost (Redis): this one is the roll forward's.
+                self._count([IncidentState.VERIFIED])
             self._event(
                 target,
                 "ModelRollForwardVerified",
