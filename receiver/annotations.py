@@ -19,6 +19,7 @@ __all__ = [
     "BAD",
     "BAD_VERSIONS",
     "CHANGED_AT",
+    "CURRENT_SINCE",
     "GENERATION",
     "INCIDENT",
     "PAUSED",
@@ -36,6 +37,8 @@ __all__ = [
     "bad_versions",
     "bad_versions_value",
     "changed_at",
+    "current_since",
+    "current_since_value",
     "is_paused_by_us",
     "pause",
     "pause_value",
@@ -68,6 +71,11 @@ slot) of a known-bad version is still refused as a target (rule 7)."""
 ACCEPTED = PREFIX + "accepted"
 """On the workload: a person vouched for a version (roll forward); JSON {version, actor, at}.
 Alerts about it are notified, not acted on, until another version replaces it."""
+CURRENT_SINCE = PREFIX + "current-since"
+"""On the workload: JSON {version, at}: the serving version has been current since ``at``.
+Written by a drill's return, whose write re-adopts the version's old revision and would
+otherwise re-date it (rule 6). Valid only while ``version`` serves and our ``generation``
+mark is the workload's generation (anyone's later change ends it)."""
 PREVIOUS_REPLICAS = PREFIX + "previous-replicas"
 """On a canary Deployment scaled to zero: its replica count, for roll forward."""
 PREVIOUS_SLOT = PREFIX + "previous-slot"
@@ -174,6 +182,26 @@ def accepted_value(version: str, actor: str, at: datetime, *, revision: int | No
     if revision is not None:
         data["revision"] = revision
     return json.dumps(data, sort_keys=True)
+
+
+def current_since(annotations: Mapping[str, str], version: str, generation: int) -> datetime | None:
+    """When ``version`` became current, as a drill's return recorded it, if that still
+    holds (the version serves and nobody changed the spec since our write)."""
+    value = annotations.get(CURRENT_SINCE)
+    if not value or annotations.get(GENERATION) != str(generation):
+        return None
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("version") != version:
+        return None
+    return parse_time(data.get("at"))
+
+
+def current_since_value(version: str, at: datetime) -> str:
+    """The ``current-since`` annotation's value."""
+    return json.dumps({"version": version, "at": rfc3339(at)}, sort_keys=True)
 
 
 def changed_at(annotations: Mapping[str, str]) -> datetime | None:

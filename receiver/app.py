@@ -247,3 +247,5 @@ def _precreate_series(metrics: Metrics) -> None:
         metrics.notifications.labels(result=result)
     for result in ("done", "failed"):
         metrics.jobs.labels(result=result)
+    for result in ("passed", "failed", "refused"):
+        metrics.drills.labels(result=result)

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -302,6 +303,162 @@ def _history(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- control ------------------------------------------------------------------------------
+
+
+def _model_path(value: str) -> str:
+    """``NAMESPACE/MODEL`` as the API's path part, or a usage error saying the form."""
+    namespace, sep, model = value.strip().partition("/")
+    if not sep or not namespace or not model or "/" in model:
+        raise _Exit(EXIT_USAGE, f"{value!r} is not NAMESPACE/MODEL (e.g. ml-prod/fraud-scorer)")
+    return f"/api/models/{quote(namespace, safe='')}/{quote(model, safe='')}"
+
+
+def _incident_path(value: str) -> str:
+    return f"/api/incidents/{quote(value.strip(), safe='')}"
+
+
+def _who(args: argparse.Namespace, **fields: Any) -> dict[str, Any]:
+    """The request body: who acts (``--actor``, else the login name) and the fields set."""
+    body: dict[str, Any] = {"actor": args.actor or _login()}
+    body.update({k: v for k, v in fields.items() if v is not None})
+    return body
+
+
+def _login() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container user with no name
+        return "cli"
+
+
+def _target(args: argparse.Namespace, what: str) -> str | None:
+    """The model argument, or None with ``--all``; exactly one of them."""
+    if bool(args.model) == bool(getattr(args, "all", False)):
+        raise _Exit(EXIT_USAGE, f"{what}: give NAMESPACE/MODEL or --all (one of them)")
+    return args.model
+
+
+def _pause(args: argparse.Namespace) -> int:
+    model = _target(args, args.command)
+    path = f"{_model_path(model)}/{args.command}" if model else f"/api/{args.command}"
+    data = _api(args, "POST", path, _who(args, reason=args.reason))
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    scope = model or "every model"
+    state = "paused" if data["paused"] else "resumed"
+    print(f"automation {state} for {scope} by {data['actor']} at {data['at']}")
+    return 0
+
+
+def _queued(args: argparse.Namespace, data: dict[str, Any], what: str) -> int:
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print(f"{what} queued: incident {data['incident']}, job {data['job']}")
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    if bool(args.model) == bool(args.incident):
+        raise _Exit(EXIT_USAGE, "rollback: give NAMESPACE/MODEL or --incident ID (one of them)")
+    if args.incident:
+        if args.to_revision is not None:
+            raise _Exit(EXIT_USAGE, "--to-revision applies to a model, not to --incident")
+        path = f"{_incident_path(args.incident)}/execute"
+        return _queued(args, _api(args, "POST", path, _who(args, reason=args.reason)), "rollback")
+    body = _who(args, reason=args.reason, to_revision=args.to_revision)
+    data = _api(args, "POST", f"{_model_path(args.model)}/rollback", body)
+    return _queued(args, data, "rollback")
+
+
+def _roll_forward(args: argparse.Namespace) -> int:
+    if bool(args.model) == bool(args.incident):
+        raise _Exit(EXIT_USAGE, "roll-forward: give NAMESPACE/MODEL or --incident ID (one of them)")
+    base = _incident_path(args.incident) if args.incident else _model_path(args.model)
+    data = _api(args, "POST", f"{base}/roll-forward", _who(args, reason=args.reason))
+    return _queued(args, data, "roll forward")
+
+
+def _ack(args: argparse.Namespace) -> int:
+    body = _who(args, root_cause=args.root_cause, note=args.note)
+    data = _api(args, "POST", f"{_incident_path(args.incident)}/acknowledge", body)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    ack = data["acknowledgement"]
+    print(f"{data['id']} ({data['state']}) acknowledged by {ack['actor']}: {ack['root_cause']}")
+    return 0
+
+
+def _drill(args: argparse.Namespace) -> int:
+    if bool(args.model) == bool(args.all_enabled):
+        raise _Exit(EXIT_USAGE, "drill: give NAMESPACE/MODEL or --all-enabled (one of them)")
+    schedule = args.schedule or ("cron" if args.all_enabled else None)
+    body = {"schedule": schedule} if schedule else _who(args)
+    if args.model:
+        return _queued(args, _api(args, "POST", f"{_model_path(args.model)}/drill", body), "drill")
+    listing = _api(args, "GET", "/api/models")
+    enabled = [m for m in listing["items"] if m.get("drills")]
+    if not enabled:
+        print("no model has drills: true in the policy: nothing to drill")
+        return 0
+    failed = 0
+    results = []
+    for m in enabled:
+        name = f"{m['namespace']}/{m['name']}"
+        try:
+            data = _api(args, "POST", f"{_model_path(name)}/drill", body)
+        except _Exit as e:
+            if e.code == EXIT_NO_TOKEN:
+                raise
+            failed += 1
+            results.append({"model": name, "error": e.message})
+            _error(f"drill of {name} not started: {e.message}")
+            continue
+        results.append({"model": name, **data})
+        if not args.json:
+            print(f"drill of {name} queued: incident {data['incident']}, job {data['job']}")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return EXIT_FAILED if failed else 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from urllib.parse import urlencode
+
+    query = "?" + urlencode({"since": args.since}) if args.since else ""
+    data = _api(args, "GET", "/api/stats" + query)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    rollbacks = data["rollbacks"]
+    print(f"since {data['since'] or 'the start of the retained history'}")
+    print(f"rollbacks: {rollbacks['total']}")
+    for key, label in (
+        ("by_model", "model"),
+        ("by_strategy", "strategy"),
+        ("by_trigger", "trigger"),
+        ("by_root_cause", "root cause"),
+    ):
+        for name, n in rollbacks[key].items():
+            print(f"  {label:10} {name:40} {n}")
+    for name, d in data["durations_seconds"].items():
+        if d["count"]:
+            print(
+                f"{name.replace('_', ' ')}: p50 {d['p50']}s, p90 {d['p90']}s, max {d['max']}s"
+                f" ({d['count']})"
+            )
+    drills = data["drills"]
+    print(f"drills: {drills['total']} ({drills['passed']} passed, {drills['failed']} failed)")
+    for name, at in drills["last_success"].items():
+        print(f"  last passed  {name:40} {at}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rollback-receiver",
@@ -349,6 +506,68 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--cursor", help="the next page, as printed after a full page")
     history.add_argument("--json", action="store_true", help="print the API's JSON")
     history.set_defaults(func=_history)
+
+    def control(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = client(name, help_text)
+        p.add_argument(
+            "--actor",
+            help="who acts, recorded as admin:<actor> (default: your login name)",
+        )
+        p.add_argument("--json", action="store_true", help="print the API's JSON")
+        return p
+
+    for name, verb in (("pause", "pause"), ("resume", "resume")):
+        p = control(name, f"{verb} automation for a model, or every model with --all")
+        p.add_argument("model", nargs="?", metavar="NAMESPACE/MODEL")
+        p.add_argument("--all", action="store_true", help="every model (the global pause)")
+        p.add_argument("--reason", help="why, shown in Slack and the audit log")
+        p.set_defaults(func=_pause)
+
+    rollback = control(
+        "rollback",
+        "roll a model back now (skips mode, guards and causality), or execute an incident's"
+        " recommendation with --incident",
+    )
+    rollback.add_argument("model", nargs="?", metavar="NAMESPACE/MODEL")
+    rollback.add_argument("--incident", help="execute this incident's recommended rollback")
+    rollback.add_argument("--to-revision", type=int, help="this revision instead of rule 7's")
+    rollback.add_argument("--reason")
+    rollback.set_defaults(func=_rollback)
+
+    forward = control(
+        "roll-forward", "undo the last rollback of a model; its version is then accepted"
+    )
+    forward.add_argument("model", nargs="?", metavar="NAMESPACE/MODEL")
+    forward.add_argument("--incident", help="the rollback of this incident (it must be the last)")
+    forward.add_argument("--reason")
+    forward.set_defaults(func=_roll_forward)
+
+    from receiver.models import ROOT_CAUSES
+
+    ack = control("ack", "acknowledge an incident with its root cause")
+    ack.add_argument("incident", metavar="INCIDENT")
+    ack.add_argument("--root-cause", required=True, choices=ROOT_CAUSES)
+    ack.add_argument("--note")
+    ack.set_defaults(func=_ack)
+
+    drill = control(
+        "drill",
+        "roll a model back and forward again, both verified (models with drills: true)",
+    )
+    drill.add_argument("model", nargs="?", metavar="NAMESPACE/MODEL")
+    drill.add_argument(
+        "--all-enabled", action="store_true", help="every model whose policy says drills: true"
+    )
+    drill.add_argument(
+        "--schedule",
+        help="the schedule running it, recorded as drill:<schedule> (--all-enabled: cron)",
+    )
+    drill.set_defaults(func=_drill)
+
+    stats = client("stats", "rollback frequency, durations, root causes and drills")
+    stats.add_argument("--since", help="RFC 3339 time or a duration such as 30d")
+    stats.add_argument("--json", action="store_true", help="print the API's JSON")
+    stats.set_defaults(func=_stats)
     return parser
 
 

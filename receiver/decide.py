@@ -33,6 +33,7 @@ __all__ = [
     "Decision",
     "Facts",
     "Identity",
+    "became_current",
     "decide",
     "decide_drill",
     "decide_roll_forward",
@@ -549,6 +550,13 @@ def decide_drill(job: Job, resolved: Resolved, view: WorkloadView | None, facts:
     )
 
 
+def became_current(view: WorkloadView) -> datetime | None:
+    """When the serving version became current (rule 6): as a drill's return recorded it
+    (``current-since``), else as the strategy dates it."""
+    since = ours.current_since(view.annotations, view.serving_version, view.generation)
+    return since or view.became_current_at
+
+
 def newest_revision(view: WorkloadView) -> int | None:
     """The highest revision number the view knows (serving or earlier)."""
     numbers = [r.number for r in view.candidates]
@@ -649,7 +657,7 @@ def _causality(
             " rolled back automatically; a person must choose what to run",
             True,
         )
-    became = view.became_current_at
+    became = became_current(view)
     if became is None or job.starts_at is None:
         missing = "the alert's startsAt" if became is not None else "when it became current"
         return (

@@ -26,6 +26,7 @@ from receiver.decide import (
     Action,
     Decision,
     Facts,
+    became_current,
     decide,
     decide_drill,
     decide_roll_forward,
@@ -50,6 +51,7 @@ from receiver.models import (
     JobKind,
     Revision,
     Verdict,
+    parse_time,
     utcnow,
 )
 from receiver.notify import Notifier
@@ -277,6 +279,7 @@ class RollbackService:
         marks[ours.BAD_VERSIONS] = ours.bad_versions_value(
             ours.bad_versions(view.annotations), add=decision.bad_version
         )
+        marks[ours.CURRENT_SINCE] = None
         try:
             applied = await target.executor.apply(
                 target.kube, target.workload, decision, marks, dry_run=self.dry_run
@@ -525,6 +528,7 @@ class RollbackService:
                 ours.ROLLED_BACK_FROM_REVISION: None,
                 ours.ROLLED_BACK_TO: None,
                 ours.ROLLED_BACK_TO_REVISION: None,
+                ours.CURRENT_SINCE: None,
                 ours.INCIDENT: incident.id,
                 ours.ACCEPTED: ours.accepted_value(
                     version, job.actor, now, revision=newest_revision(workload.view)
@@ -550,6 +554,11 @@ class RollbackService:
         now = self.clock()
         if verdict.healthy:
             incident.add_event("roll_forward_healthy", verdict.reason or "healthy", at=now)
+            if existing is None and incidents.transition(
+                incident, IncidentState.VERIFIED, "roll_forward"
+            ):
+                # Its rollback's record was lost (Redis): this one is the roll forward's.
+                self._count([IncidentState.VERIFIED])
             self._event(
                 target,
                 "ModelRollForwardVerified",
@@ -678,8 +687,14 @@ class RollbackService:
             self._count([IncidentState.ACTING])
         # What the drill's writes change, to be put back by the forward leg.
         previous = {key: view.annotations.get(key) for key in _DRILL_MARKS}
+        since = became_current(view)
         incident.add_event(
-            "drill_started", decision.detail, at=now, actor=job.actor, previous=previous
+            "drill_started",
+            decision.detail,
+            at=now,
+            actor=job.actor,
+            previous=previous,
+            current_since=since.isoformat() if since else None,
         )
         await self._save(incident)
         return incident
@@ -705,7 +720,8 @@ class RollbackService:
                     self.metrics.drills.labels(result="refused").inc()
                     await self._save(incident)
                     return None
-                marks: dict[str, str | None] = dict(
+                marks: dict[str, str | None] = {ours.CURRENT_SINCE: None}
+                marks.update(
                     ours.rollback_annotations(
                         incident_id=incident.id,
                         bad_version=incident.bad_version,
@@ -774,6 +790,10 @@ class RollbackService:
                 started = next(e for e in incident.events if e.kind == "drill_started")
                 previous = started.data.get("previous") or {}
                 marks = {key: previous.get(key) for key in _DRILL_MARKS}
+                since = parse_time(started.data.get("current_since"))
+                marks[ours.CURRENT_SINCE] = (
+                    ours.current_since_value(incident.bad_version, since) if since else None
+                )
                 applied = await self._apply_forward(target, incident, forward, marks)
                 if applied is None:
                     incidents.transition(incident, IncidentState.FAILED, "drill_failed")
@@ -924,10 +944,10 @@ _DRILL_MARKS = (
     ours.ROLLED_BACK_FROM_REVISION,
     ours.ROLLED_BACK_TO,
     ours.ROLLED_BACK_TO_REVISION,
-    ours.GENERATION,
 )
 """The annotations a drill's first leg writes; its forward leg puts back what was there, so
-a drill leaves no trace on the workload (no cooldown, no bad mark, no last rollback)."""
+a drill leaves no trace on the workload (no cooldown, no bad mark, no last rollback), and
+records when the version became current before the drill (``current-since``)."""
 
 
 def _has(incident: Incident, kind: str) -> bool:

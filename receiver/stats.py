@@ -181,7 +181,7 @@ def acknowledgement_contribution(
             key = f"rollbacks|root_cause|{previous_root_cause}"
             counts[key] = counts.get(key, 0.0) - 1.0
     return Contribution(
-        once=f"{incident.id}|ack|{rfc3339(ack.at)}",
+        once=f"{incident.id}|ack|{rfc3339(ack.at)}|{ack.root_cause}",
         bucket=bucket_of(incident.created_at),
         counts={k: v for k, v in counts.items() if v},
     )

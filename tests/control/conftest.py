@@ -46,6 +46,16 @@ async def wait_incident(
     return await wait_for(reached, timeout=timeout, interval=0.05, what=what or incident_id)
 
 
+async def wait_listed(client: Any, predicate: Any, timeout: float = 15, what: str = "") -> Any:
+    """The first incident of ``GET /api/incidents`` for which ``predicate(item)`` holds."""
+
+    async def reached() -> dict[str, Any] | None:
+        items = (await get(client, "/api/incidents"))["items"]
+        return next((i for i in items if predicate(i)), None)
+
+    return await wait_for(reached, timeout=timeout, interval=0.05, what=what or "an incident")
+
+
 def event_kinds(detail: dict[str, Any]) -> list[str]:
     return [e["kind"] for e in detail["events"]]
 

@@ -145,3 +145,18 @@ async def test_both_pauses_survive_a_redis_flush_and_a_restart(
     detail = await get(second, f"/api/incidents/{detail_id}")
     assert "paused globally" in detail["events"][-1]["message"]
     assert template_changes(world) == []
+
+
+async def test_a_pause_is_posted_to_slack_and_written_to_the_audit_log(world, slack, caplog):
+    client = await world.make_app(
+        slack_bot_token=slack.token, slack_api_url=slack.base_url, slack_channel="#ml-oncall"
+    )
+    caplog.set_level("INFO", logger="receiver.audit")
+    await post(client, PAUSE, {"actor": "kim", "reason": "retraining"}, 200)
+    await slack.wait_for(lambda: len(slack.messages) == 1, timeout=10)
+    message = slack.only_message()
+    assert f"Automation paused for {NS}/{MODEL}" in message.text
+    assert "admin:kim" in message.text and "retraining" in message.text
+    (record,) = [r for r in caplog.records if getattr(r, "control", None) == "pause"]
+    assert (record.actor, record.reason, record.model) == ("admin:kim", "retraining", MODEL)
+    assert record.audit is True
