@@ -6,6 +6,7 @@ from aiohttp import web
 
 from receiver.metrics import Metrics
 from receiver.notifier import Notifier
+from receiver.readiness import RollbackReadiness
 from receiver.settings import Settings
 from receiver.store import Store
 from receiver.worker import IngestLoad, Readiness
@@ -16,3 +17,4 @@ STORE = web.AppKey("store", Store)
 READINESS = web.AppKey("readiness", Readiness)
 NOTIFIER = web.AppKey("notifier", Notifier)
 INGEST_LOAD = web.AppKey("ingest_load", IngestLoad)
+ROLLBACK_READINESS = web.AppKey("rollback_readiness", RollbackReadiness)

@@ -159,6 +159,14 @@ class Store(Protocol):
 
     async def recent_rollbacks(self, key: str, since: datetime) -> list[datetime]: ...
 
+    async def put_value(self, key: str, value: str, ttl_seconds: float) -> None:
+        """Keep a small record (a readiness result, a sign-in session) for ``ttl_seconds``."""
+
+    async def get_values(self, keys: Sequence[str]) -> list[str | None]:
+        """The records under ``keys``, in order; None for a missing or expired one."""
+
+    async def delete_value(self, key: str) -> None: ...
+
     async def close(self) -> None: ...
 
 
@@ -592,6 +600,21 @@ class RedisStore:
             )
         return [datetime.fromtimestamp(score, since.tzinfo) for _, score in values]
 
+    async def put_value(self, key: str, value: str, ttl_seconds: float) -> None:
+        async with self._errors("write value"):
+            await self._r.set(f"{self._p}value:{key}", value, px=_ms(ttl_seconds))
+
+    async def get_values(self, keys: Sequence[str]) -> list[str | None]:
+        if not keys:
+            return []
+        async with self._errors("read values"):
+            raws = await self._r.mget([f"{self._p}value:{key}" for key in keys])
+        return [_text(raw) if raw is not None else None for raw in raws]
+
+    async def delete_value(self, key: str) -> None:
+        async with self._errors("delete value"):
+            await self._r.delete(f"{self._p}value:{key}")
+
     async def close(self) -> None:
         if self._ingest_task is not None:
             await asyncio.wait({self._ingest_task}, timeout=5)
@@ -629,6 +652,7 @@ class MemoryStore:
         self._cond = asyncio.Condition()
         self._incidents: dict[str, tuple[Incident, float]] = {}
         self._rollbacks: dict[str, list[datetime]] = {}
+        self._values: dict[str, tuple[str, float]] = {}  # key -> value, expiry
         self._epoch: str | None = None
         self._lock = asyncio.Lock()
 
@@ -831,6 +855,24 @@ class MemoryStore:
 
     async def recent_rollbacks(self, key: str, since: datetime) -> list[datetime]:
         return [t for t in self._rollbacks.get(key, []) if t >= since]
+
+    async def put_value(self, key: str, value: str, ttl_seconds: float) -> None:
+        now = self._clock()
+        # Bounded: expired records are dropped as new ones arrive.
+        for old in [k for k, (_, exp) in self._values.items() if exp <= now]:
+            del self._values[old]
+        self._values[key] = (value, now + ttl_seconds)
+
+    async def get_values(self, keys: Sequence[str]) -> list[str | None]:
+        now = self._clock()
+        out: list[str | None] = []
+        for key in keys:
+            held = self._values.get(key)
+            out.append(held[0] if held is not None and held[1] > now else None)
+        return out
+
+    async def delete_value(self, key: str) -> None:
+        self._values.pop(key, None)
 
     async def close(self) -> None:
         return None

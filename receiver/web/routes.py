@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from receiver.web import api, probes, webhook
+from receiver.web import api, models, probes, status, webhook
 
 
 def add_routes(app: web.Application) -> None:
-    """The webhook and probes on ``app``; the admin API as a sub-application at ``/api``."""
+    """The webhook, probes and status page on ``app``; the admin API as a sub-application
+    at ``/api``."""
     app.router.add_post(webhook.PATH, webhook.receive)
     probes.add_routes(app)
-    app.add_subapp("/api", api.build())
+    status.add_routes(app)
+    admin = api.build()
+    models.add_routes(admin)
+    app.add_subapp("/api", admin)
