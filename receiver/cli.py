@@ -281,6 +281,52 @@ def _history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models(args: argparse.Namespace) -> int:
+    """``models``: each model with its readiness (the reasons under a model not ready)."""
+    data = _api(args, "GET", "/api/models")
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    pause = data.get("global")
+    if pause and pause.get("paused"):
+        print(f"automation paused globally by {pause.get('actor') or '?'}: {pause.get('reason')}")
+    if not data["items"]:
+        print("no model in the policy")
+        return 0
+    rows = [("MODEL", "STRATEGY", "MODE", "SERVING", "TARGET", "READY", "PAUSED", "CHECKED")]
+    notes: list[list[str]] = [[]]
+    for item in data["items"]:
+        where = f"{item['namespace']}/{item['name']}"
+        if item.get("cluster"):
+            where += f" ({item['cluster']})"
+        readiness = item["readiness"]
+        ready = {"ready": "yes", "not_ready": "NO", "error": "NO?"}.get(
+            readiness["result"], "unknown"
+        )
+        target = item.get("target")
+        paused = item.get("pause")
+        rows.append(
+            (
+                where,
+                item["strategy"],
+                item["mode"],
+                item.get("serving_version") or "-",
+                f"{target['version']} (rev {target['revision']})" if target else "-",
+                ready,
+                f"by {paused['actor'] or '?'}" if paused else "no" if item["paused"] else "-",
+                readiness.get("checked_at") or "-",
+            )
+        )
+        notes.append([f"    - {reason}" for reason in readiness["reasons"]])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row, lines in zip(rows, notes, strict=True):
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(cells).rstrip())
+        for line in lines:
+            print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rollback-receiver",
@@ -328,6 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--cursor", help="the next page, as printed after a full page")
     history.add_argument("--json", action="store_true", help="print the API's JSON")
     history.set_defaults(func=_history)
+
+    models = client("models", "list the models with their rollback readiness")
+    models.add_argument("--json", action="store_true", help="print the API's JSON")
+    models.set_defaults(func=_models)
     return parser
 
 
