@@ -15,6 +15,7 @@ from receiver import keys
 from receiver.app import create_app
 from receiver.policy import ModelPolicy
 from receiver.readiness import ReadinessResult, RollbackReadiness
+from receiver.web.models import VIEWS, Views
 from tests.conftest import wait_for
 from tests.worker.conftest import MODEL, NS, serving_version, write_policy
 
@@ -36,15 +37,26 @@ async def stand(kube, make_model_server, make_settings, aiohttp_client, tmp_path
     server = await make_model_server(MODEL, version_source=lambda: serving_version(kube))
     policy_file = tmp_path / "policy.yaml"
 
-    async def start(*, settings: dict[str, Any] | None = None, **model: Any) -> TestClient:
+    async def start(
+        *,
+        settings: dict[str, Any] | None = None,
+        views: Views | None = None,
+        ready: bool = True,
+        **model: Any,
+    ) -> TestClient:
         write_policy(policy_file, server.url, **model)
         app = create_app(
             make_settings(kubeconfig=kube.kubeconfig, policy_file=policy_file, **(settings or {})),
             read_block_seconds=0.1,
         )
+        if views is not None:
+            app[VIEWS] = views
         client = await aiohttp_client(app)
         # Start-up facts read first, so what the test counts is the readiness check's own.
-        await wait_for(lambda: app[keys.READINESS].ready, what="the receiver to be ready")
+        if ready:
+            await wait_for(
+                lambda: app[keys.READINESS].ready, timeout=20, what="the receiver to be ready"
+            )
         kube.requests.clear()
         return client
 
