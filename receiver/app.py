@@ -26,10 +26,12 @@ from receiver.errors import ReceiverError
 from receiver.metrics import Metrics
 from receiver.notify import Notifier, build_client
 from receiver.policy import Policy, load_policy
+from receiver.readiness import RollbackReadiness
 from receiver.restore import restore_facts
 from receiver.service import NOTICE_TTL_SECONDS, RollbackService
 from receiver.settings import Settings
 from receiver.store import MemoryStore, RedisStore, Store
+from receiver.web.models import VIEWS, Views
 from receiver.worker import IngestLoad, JobHandler, Readiness, WorkerPool, supervise
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,8 @@ def create_app(
     app[keys.READINESS] = Readiness()
     app[keys.INGEST_LOAD] = IngestLoad()
     app[POLICY] = load_policy(settings.policy_file)
+    # What the models listing and the status page show but the control layer owns.
+    app[VIEWS] = Views()
     _precreate_series(app[keys.METRICS])
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -151,6 +155,10 @@ def create_app(
             notifier=app[NOTIFIER],
             events=events,
             retention_seconds=settings.audit_retention_seconds,
+        )
+        # The status page and GET /api/models read the pause and the statistics here.
+        app[VIEWS] = Views(
+            global_pause=app[keys.CONTROL].global_state, stats=app[keys.CONTROL].stats
         )
         app[HANDLER] = handler or RollbackService(
             store=app[keys.STORE],
@@ -228,12 +236,34 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    async def readiness_ctx(app: web.Application) -> AsyncIterator[None]:
+        readiness = RollbackReadiness(
+            store=app[keys.STORE],
+            policy=app[POLICY],
+            clusters=app[CLUSTERS],
+            metrics=app[keys.METRICS],
+            session=app[SESSION],
+            interval_seconds=settings.readiness_interval_seconds,
+        )
+        app[keys.ROLLBACK_READINESS] = readiness
+        stopping = asyncio.Event()
+        task = asyncio.create_task(readiness.run(stopping), name="rollback-readiness")
+        yield
+        stopping.set()
+        # A check in flight is a few requests with their own timeouts; not worth waiting on.
+        _, late = await asyncio.wait({task}, timeout=2.0)
+        for pending in late:
+            pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(clients_ctx)
     app.cleanup_ctx.append(notifier_ctx)
     app.cleanup_ctx.append(handler_ctx)
     app.cleanup_ctx.append(control_ctx)
     app.cleanup_ctx.append(workers_ctx)
+    app.cleanup_ctx.append(readiness_ctx)
     handlers.add_routes(app)
     return app
 

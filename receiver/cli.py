@@ -456,6 +456,50 @@ def _stats(args: argparse.Namespace) -> int:
     print(f"drills: {drills['total']} ({drills['passed']} passed, {drills['failed']} failed)")
     for name, at in drills["last_success"].items():
         print(f"  last passed  {name:40} {at}")
+
+def _models(args: argparse.Namespace) -> int:
+    """``models``: each model with its readiness (the reasons under a model not ready)."""
+    data = _api(args, "GET", "/api/models")
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    pause = data.get("global")
+    if pause and pause.get("paused"):
+        print(f"automation paused globally by {pause.get('actor') or '?'}: {pause.get('reason')}")
+    if not data["items"]:
+        print("no model in the policy")
+        return 0
+    rows = [("MODEL", "STRATEGY", "MODE", "SERVING", "TARGET", "READY", "PAUSED", "CHECKED")]
+    notes: list[list[str]] = [[]]
+    for item in data["items"]:
+        where = f"{item['namespace']}/{item['name']}"
+        if item.get("cluster"):
+            where += f" ({item['cluster']})"
+        readiness = item["readiness"]
+        ready = {"ready": "yes", "not_ready": "NO", "error": "NO?"}.get(
+            readiness["result"], "unknown"
+        )
+        target = item.get("target")
+        paused = item.get("pause")
+        rows.append(
+            (
+                where,
+                item["strategy"],
+                item["mode"],
+                item.get("serving_version") or "-",
+                f"{target['version']} (rev {target['revision']})" if target else "-",
+                ready,
+                f"by {paused['actor'] or '?'}" if paused else "no" if item["paused"] else "-",
+                readiness.get("checked_at") or "-",
+            )
+        )
+        notes.append([f"    - {reason}" for reason in readiness["reasons"]])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row, lines in zip(rows, notes, strict=True):
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(cells).rstrip())
+        for line in lines:
+            print(line)
     return 0
 
 
@@ -568,6 +612,10 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--since", help="RFC 3339 time or a duration such as 30d")
     stats.add_argument("--json", action="store_true", help="print the API's JSON")
     stats.set_defaults(func=_stats)
+
+    models = client("models", "list the models with their rollback readiness")
+    models.add_argument("--json", action="store_true", help="print the API's JSON")
+    models.set_defaults(func=_models)
     return parser
 
 

@@ -643,42 +643,6 @@ class Control:
 
     # -- models -----------------------------------------------------------------------------
 
-    async def models(self) -> list[dict[str, Any]]:
-        """Each model of the policy: strategy, mode, drills, and its pause as read now."""
-        gate = asyncio.Semaphore(8)
-
-        async def one(entry: ModelPolicy) -> dict[str, Any]:
-            settings = self.policy.effective(entry)
-            item: dict[str, Any] = {
-                "name": entry.name,
-                "namespace": entry.namespace,
-                "cluster": entry.cluster,
-                "strategy": settings.strategy.value,
-                "mode": settings.mode.value,
-                "data_quality_mode": settings.data_quality_mode.value,
-                "drills": entry.drills,
-                "paused": None,
-                "serving_version": None,
-            }
-            async with gate:
-                try:
-                    _, _, workload = await self._read(entry)
-                except ControlError as e:
-                    item["problem"] = str(e)
-                    return item
-            pause = ours.pause(workload.view.annotations)
-            item["paused"] = pause is not None
-            if pause is not None:
-                item["pause"] = {
-                    "actor": pause.actor,
-                    "reason": pause.reason,
-                    "at": rfc3339(pause.at),
-                }
-            item["serving_version"] = workload.view.serving_version or None
-            return item
-
-        return list(await asyncio.gather(*(one(m) for m in self.policy.models)))
-
     def global_state(self) -> dict[str, Any]:
         pause = self.global_pause.pause
         return {

@@ -136,6 +136,23 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        # Per model: bounded by the policy file (one series per model it lists); the shipped
+        # ModelRollbackNotReady alert needs them by model.
+        self.rollback_ready = Gauge(
+            "receiver_rollback_ready",
+            "1 when the model could be rolled back now, 0 when not, by its latest readiness"
+            " check (kept in the store: every replica exports the same value). Absent when no"
+            " replica has checked it for 4 readiness intervals.",
+            ["namespace", "model"],
+            registry=r,
+        )
+        self.readiness_checks = Counter(
+            "receiver_readiness_checks_total",
+            "Rollback readiness checks run by this replica, by result (ready, not_ready, and"
+            " error when Kubernetes could not be reached to tell).",
+            ["result"],
+            registry=r,
+        )
         self.ready = Gauge(
             "receiver_ready",
             "1 when this replica is ready (Redis reachable, policy loaded, start-up facts read).",

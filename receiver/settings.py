@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     job_lease_seconds: Duration = Field(30.0, alias="RECEIVER_JOB_LEASE", gt=0)
     """A job or workload lease not renewed within this is taken over by another worker."""
 
+    readiness_interval_seconds: Duration = Field(60.0, alias="RECEIVER_READINESS_INTERVAL", ge=1)
+    """How often each model of the policy is asked "could you be rolled back now?" (by one
+    replica at a time, under a lease). 1m: a broken rollback path is found long before the
+    15m of the ``ModelRollbackNotReady`` alert, at a few API requests per model and minute."""
+
     max_body_bytes: int = Field(1024 * 1024, gt=0)
     """Largest request body accepted (413 above). 1 MiB holds thousands of alerts."""
 

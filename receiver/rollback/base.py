@@ -43,6 +43,32 @@ class Applied:
     resource_version: str = ""
 
 
+@dataclass(frozen=True)
+class Probe:
+    """A model server the readiness check probes (Open Inference Protocol health routes),
+    expecting ``version`` to be listed: what a rollback's verification would need."""
+
+    name: str
+    """What it reaches, for the reason: ``service``, ``standby slot green``..."""
+    base_url: str
+    version: str
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What a strategy found when asked whether it could roll back now.
+
+    ``problems`` is empty when it could: each is a sentence naming what is wrong and what to
+    do. ``view`` and ``target`` are what the read found (None when it could not read), for
+    people to see; ``probes`` are the servers to check, left to the caller (the strategy
+    does no HTTP besides Kubernetes)."""
+
+    problems: tuple[str, ...]
+    view: WorkloadView | None = None
+    target: Revision | None = None
+    probes: tuple[Probe, ...] = ()
+
+
 class Executor(Protocol):
     """One strategy's reads and writes."""
 
@@ -115,3 +141,12 @@ class Executor(Protocol):
 
     def regarding(self, model: ModelPolicy) -> dict[str, str]:
         """The object Events about this model are attached to."""
+
+    async def readiness(
+        self, kube: KubeClient, model: ModelPolicy, session: aiohttp.ClientSession
+    ) -> Preflight:
+        """Could this model be rolled back now? A fresh read, the target the decision would
+        choose, and a server-side dry run (``dryRun=All``) of the write(s) a rollback sends,
+        so the API server's authorization and validation answer without a change. Changes
+        nothing; raises ``KubeUnavailable`` when Kubernetes cannot tell (other refusals are
+        problems)."""

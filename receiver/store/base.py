@@ -223,6 +223,19 @@ class Stats(Protocol):
         """The aggregates of buckets ``first`` to ``last`` (inclusive) that exist."""
 
 
+class Values(Protocol):
+    """Small records with a time to live (a readiness result, a sign-in session)."""
+
+    async def put_value(self, key: str, value: str, ttl_seconds: float) -> None:
+        """Keep a small record (a readiness result, a sign-in session) for ``ttl_seconds``."""
+
+    async def get_values(self, keys: Sequence[str]) -> list[str | None]:
+        """The records under ``keys``, in order; None for a missing or expired one."""
+
+    async def delete_value(self, key: str) -> None:
+        """Forget the record under ``key`` (sign-out)."""
+
+
 class Store(
     Intake,
     JobQueue,
@@ -234,6 +247,7 @@ class Store(
     Messages,
     Confirmations,
     Stats,
+    Values,
     Protocol,
 ):
     """Every part together, as one backend provides them; plus its lifecycle."""

@@ -55,6 +55,7 @@ class MemoryStore:
         self._rollbacks: dict[str, list[datetime]] = {}
         self._confirmations: dict[str, datetime] = {}
         self._stats: dict[int, dict[str, float]] = {}
+        self._values: dict[str, tuple[str, float]] = {}  # key -> value, expiry
         self._epoch: str | None = None
         self._lock = asyncio.Lock()
 
@@ -284,6 +285,24 @@ class MemoryStore:
 
     async def read_stats(self, first: int, last: int) -> list[dict[str, float]]:
         return [dict(agg) for b, agg in sorted(self._stats.items()) if first <= b <= last]
+
+    async def put_value(self, key: str, value: str, ttl_seconds: float) -> None:
+        now = self._clock()
+        # Bounded: expired records are dropped as new ones arrive.
+        for old in [k for k, (_, exp) in self._values.items() if exp <= now]:
+            del self._values[old]
+        self._values[key] = (value, now + ttl_seconds)
+
+    async def get_values(self, keys: Sequence[str]) -> list[str | None]:
+        now = self._clock()
+        out: list[str | None] = []
+        for key in keys:
+            held = self._values.get(key)
+            out.append(held[0] if held is not None and held[1] > now else None)
+        return out
+
+    async def delete_value(self, key: str) -> None:
+        self._values.pop(key, None)
 
     async def schedule_confirmation(self, incident_id: str, due: datetime) -> None:
         self._confirmations[incident_id] = due

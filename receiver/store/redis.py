@@ -9,7 +9,7 @@ imports ``redis``; every ``redis.RedisError`` leaves it as ``StoreUnavailable``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 import redis.asyncio as aioredis
@@ -151,6 +151,21 @@ class RedisStore(RedisQueue, RedisIncidents):
                 pipe.hgetall(f"{self._p}stats:{bucket}")
             raw = await pipe.execute()
         return [{text(k): float(v) for k, v in h.items()} for h in raw if h]
+
+    async def put_value(self, key: str, value: str, ttl_seconds: float) -> None:
+        async with self._errors("write value"):
+            await self._r.set(f"{self._p}value:{key}", value, px=ms(ttl_seconds))
+
+    async def get_values(self, keys: Sequence[str]) -> list[str | None]:
+        if not keys:
+            return []
+        async with self._errors("read values"):
+            raws = await self._r.mget([f"{self._p}value:{key}" for key in keys])
+        return [text(raw) if raw is not None else None for raw in raws]
+
+    async def delete_value(self, key: str) -> None:
+        async with self._errors("delete value"):
+            await self._r.delete(f"{self._p}value:{key}")
 
     async def schedule_confirmation(self, incident_id: str, due: datetime) -> None:
         async with self._errors("schedule confirmation"):

@@ -297,15 +297,6 @@ async def stats(request: web.Request) -> web.Response:
     return await _control(request, lambda c, b: c.stats(since))
 
 
-async def list_models(request: web.Request) -> web.Response:
-    """``GET /api/models``: the global pause and each model of the policy."""
-
-    async def call(c: Control, b: dict[str, Any]) -> Any:
-        return {"global": c.global_state(), "items": await c.models()}
-
-    return await _control(request, call)
-
-
 def add_routes(api: web.Application) -> None:
     """Every route of the admin sub-application (paths relative to ``/api``)."""
     api.router.add_get("/incidents", list_incidents)
@@ -313,7 +304,6 @@ def add_routes(api: web.Application) -> None:
     api.router.add_post("/incidents/{id}/acknowledge", acknowledge)
     api.router.add_post("/incidents/{id}/execute", execute)
     api.router.add_post("/incidents/{id}/roll-forward", roll_forward_incident)
-    api.router.add_get("/models", list_models)
     model = "/models/{namespace}/{model}"
     api.router.add_post(f"{model}/pause", pause_model)
     api.router.add_post(f"{model}/resume", resume_model)

@@ -5,16 +5,20 @@ from __future__ import annotations
 from aiohttp import web
 
 from receiver import keys
-from receiver.web import api, probes, webhook
+from receiver.web import api, models, probes, status, webhook
 from receiver.web.middleware import REQUEST_COUNTS, RequestCounts
 
 
 def add_routes(app: web.Application) -> None:
-    """The webhook and probes on ``app``; the admin API as a sub-application at ``/api``.
+    """The webhook, probes and status page on ``app``; the admin API as a sub-application
+    at ``/api``.
 
     ``app`` must hold its metrics already (``keys.METRICS``): requests are counted there.
     """
     app[REQUEST_COUNTS] = RequestCounts(app[keys.METRICS])
     app.router.add_post(webhook.PATH, webhook.handler(app))
     probes.add_routes(app)
-    app.add_subapp("/api", api.build())
+    status.add_routes(app)
+    admin = api.build()
+    models.add_routes(admin)
+    app.add_subapp("/api", admin)
