@@ -86,7 +86,7 @@ def create_app(
     app[keys.INGEST_LOAD] = IngestLoad()
     app[POLICY] = load_policy(settings.policy_file)
     # What the models listing and the status page show but the control layer owns.
-    app[VIEWS] = Views()
+    unwired = app[VIEWS] = Views()
     _precreate_series(app[keys.METRICS])
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -156,10 +156,12 @@ def create_app(
             events=events,
             retention_seconds=settings.audit_retention_seconds,
         )
-        # The status page and GET /api/models read the pause and the statistics here.
-        app[VIEWS] = Views(
-            global_pause=app[keys.CONTROL].global_state, stats=app[keys.CONTROL].stats
-        )
+        # The status page and GET /api/models read the pause and the statistics here
+        # (unless the caller wired views of its own).
+        if app[VIEWS] is unwired:
+            app[VIEWS] = Views(
+                global_pause=app[keys.CONTROL].global_state, stats=app[keys.CONTROL].stats
+            )
         app[HANDLER] = handler or RollbackService(
             store=app[keys.STORE],
             policy=app[POLICY],

@@ -456,6 +456,8 @@ def _stats(args: argparse.Namespace) -> int:
     print(f"drills: {drills['total']} ({drills['passed']} passed, {drills['failed']} failed)")
     for name, at in drills["last_success"].items():
         print(f"  last passed  {name:40} {at}")
+    return 0
+
 
 def _models(args: argparse.Namespace) -> int:
     """``models``: each model with its readiness (the reasons under a model not ready)."""

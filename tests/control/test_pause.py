@@ -125,6 +125,8 @@ async def test_both_pauses_survive_a_redis_flush_and_a_restart(
         await flush.aclose()
 
     second = await world.make_app(**options)
+    # The listing shows each model's pause as its last readiness check read it: check now.
+    await post(second, f"/api/models/{NS}/{MODEL}/check", {}, 200)
     models = await get(second, "/api/models")
     assert models["global"]["paused"] is True
     assert [m["paused"] for m in models["items"]] == [True]

@@ -57,7 +57,8 @@ async def test_models_before_any_check_say_so(receiver):
     resp = await receiver.get("/api/models", headers=ADMIN)
     assert resp.status == 200
     body = await resp.json()
-    assert body["global"] is None  # nothing reports a global pause in this build
+    # The control layer reports the global pause (none set here).
+    assert body["global"] == {"paused": False, "actor": None, "reason": None, "at": None}
     (item,) = body["items"]
     assert item == {
         "name": MODEL,

@@ -210,7 +210,7 @@ async def test_an_unreachable_api_server_cannot_tell_and_counts_as_an_error(stan
     assert metrics.rollback_ready.labels(namespace=NS, model=MODEL)._value.get() == 0
 
 
-async def test_a_strategy_this_version_cannot_execute_is_not_ready(stand):
+async def test_a_blue_green_model_whose_service_is_missing_is_not_ready(stand):
     await rolled_out(stand.kube, "v1", "v2")
     url = stand.model_server.url
     client = await stand.start(
@@ -224,7 +224,7 @@ async def test_a_strategy_this_version_cannot_execute_is_not_ready(stand):
 
     assert result.result == "not_ready"
     assert result.strategy == "blue-green"
-    assert "cannot be executed by this receiver" in result.reasons[0]
+    assert f'services "{MODEL}" not found' in result.reasons[0]
 
 
 async def test_a_rollout_changing_the_deployment_during_the_dry_run_is_read_again(stand):

@@ -103,7 +103,7 @@ async def test_the_global_pause_the_statistics_and_a_models_pause_are_shown(stan
 
 
 async def test_without_a_global_pause_view_the_page_says_it_is_not_reported(stand):
-    client = await stand.start()
+    client = await stand.start(views=Views(global_pause=None, stats=None))
     status, page = await signed_in_page(client)
     assert status == 200
     assert "Global pause: not reported by this receiver." in text_of(page)
