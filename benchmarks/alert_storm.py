@@ -63,8 +63,10 @@ from _standin import (
 )
 
 from receiver.models import rfc3339
+from receiver.settings import Settings
 
 REPLICAS = ("http://alertmanager-0:9093", "http://alertmanager-1:9093")
+DEFAULT_WORKERS = Settings.model_fields["worker_count"].default
 
 
 def storm_bodies(models: list[BenchModel], tag: str) -> list[bytes]:
@@ -159,7 +161,8 @@ async def run(count: int, workers: int | None, limit: float) -> bool:
             print(
                 f"alert storm: {count} models x {len(TRIGGERS)} alerts x {len(REPLICAS)} HA "
                 f"deliveries = {2 * count} notifications, {count * len(TRIGGERS) * 2} alerts; "
-                f"receiver workers: {workers or 'default (4)'}; stand-in seeded in {seeded:.1f}s"
+                f"receiver workers: {workers or f'default ({DEFAULT_WORKERS})'}; "
+                f"stand-in seeded in {seeded:.1f}s"
             )
             bodies = storm_bodies(models, prefix[6:14])
             log = tmpdir / "receiver.log"

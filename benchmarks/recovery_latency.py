@@ -10,13 +10,13 @@ with the version its Deployment's template serves, so verification is the rollou
 Open Inference Protocol checks (live, ready, model ready, metadata version, a sample
 inference).
 
-The receiver is the product's app (``create_app``, product defaults: 4 workers, 1 s stream
-block, 0.5 s verification poll), on real Redis, listening on loopback in this process, with
-JSON logs at INFO to a file. The stand-in and the model server run in this same process and
-event loop, so their cost is inside every figure. A few warm-up models go first (not
-counted), the app is ready (``/readyz``) before the first alert, then one alert at a time
-(``firing_single.json`` relabelled for the model, a fingerprint of its own): the next is
-posted once the previous incident is verified.
+The receiver is the product's app (``create_app``, product defaults: 16 model slots
+(``RECEIVER_WORKER_COUNT``), 1 s stream block, 0.5 s verification poll), on real Redis,
+listening on loopback in this process, with JSON logs at INFO to a file. The stand-in and
+the model server run in this same process and event loop, so their cost is inside every
+figure. A few warm-up models go first (not counted), the app is ready (``/readyz``) before
+the first alert, then one alert at a time (``firing_single.json`` relabelled for the model,
+a fingerprint of its own): the next is posted once the previous incident is verified.
 
 Per incident, from ``GET /api/incidents``: ``times.switched - times.received`` (webhook
 accepted the alert -> the rollback PATCH answered) and ``times.healthy - times.received``

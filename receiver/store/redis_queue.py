@@ -30,17 +30,18 @@ _NO_GROUP = (
 )
 
 # KEYS[1] = stream, KEYS[2..] = dedup keys; ARGV[1] = ttl in ms, ARGV[2..] = job payloads.
+# Returns one "1"/"0" character per dedup key: a single reply to read, however many alerts.
 _INGEST_LUA = """
 local out = {}
 for i = 2, #KEYS do
   if redis.call('SET', KEYS[i], '1', 'NX', 'PX', ARGV[1]) then
     redis.call('XADD', KEYS[1], '*', 'job', ARGV[i])
-    out[#out + 1] = 1
+    out[#out + 1] = '1'
   else
-    out[#out + 1] = 0
+    out[#out + 1] = '0'
   end
 end
-return out
+return table.concat(out)
 """
 
 # Renew a job only while this consumer still owns it, so a worker that stalled past its
@@ -139,7 +140,8 @@ class RedisQueue(RedisBase):
                 for call in batch:
                     n = len(call[0])
                     if not call[3].done():
-                        call[3].set_result([bool(x) for x in result[offset : offset + n]])
+                        # One "1"/"0" character per dedup key (49 is "1").
+                        call[3].set_result([c == 49 for c in result[offset : offset + n]])
                     offset += n
         finally:
             self._ingest_task = None
