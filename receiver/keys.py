@@ -7,6 +7,7 @@ from aiohttp import web
 from receiver.control import Control
 from receiver.metrics import Metrics
 from receiver.notify import Notifier
+from receiver.notify.slack.actions import SlackActions
 from receiver.settings import Settings
 from receiver.store import Store
 from receiver.worker import IngestLoad, Readiness
@@ -19,3 +20,5 @@ NOTIFIER = web.AppKey("notifier", Notifier)
 INGEST_LOAD = web.AppKey("ingest_load", IngestLoad)
 CONTROL = web.AppKey("control", Control)
 """The control layer every door uses (API, CLI through the API, Slack)."""
+SLACK_ACTIONS = web.AppKey("slack_actions", SlackActions)
+"""Slack's buttons and modal (set only when interactivity is configured)."""
