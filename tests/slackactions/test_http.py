@@ -318,3 +318,13 @@ async def test_without_a_signing_secret_the_route_is_403(make_desk, delivery):
     await desk.slack.wait_for(lambda: len(desk.slack.messages) == 1, timeout=10)
     assert buttons(desk.slack.only_message()) == []
     assert NS  # the model the world runs
+
+
+def test_the_allow_list_takes_slack_ids_only(make_settings):
+    import pytest
+    from pydantic import ValidationError
+
+    settings = make_settings(slack_allowed_users=f" {ALICE}, {ONCALL} ,W0GRID0001")
+    assert settings.slack_allowed_users == {ALICE, ONCALL, "W0GRID0001"}
+    with pytest.raises(ValidationError, match=r"'alice@example\.com'.*user ids"):
+        make_settings(slack_allowed_users=f"{ALICE},alice@example.com")
