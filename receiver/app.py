@@ -25,6 +25,7 @@ from receiver.control import Control, GlobalPause
 from receiver.errors import ReceiverError
 from receiver.metrics import Metrics
 from receiver.notify import Notifier, build_client
+from receiver.notify.slack.actions import AllowList, SlackActions
 from receiver.policy import Policy, load_policy
 from receiver.readiness import RollbackReadiness
 from receiver.restore import restore_facts
@@ -46,6 +47,8 @@ NOTIFIER = keys.NOTIFIER  # where tests and tools have always found it
 
 # Slack messages still queued at shutdown get this long to go out.
 NOTIFIER_DRAIN_SECONDS = 5.0
+# Button presses being handled at shutdown get this long to finish.
+SLACK_ACTIONS_DRAIN_SECONDS = 5.0
 # One Prometheus query never waits longer than this; confirmation retries within its budget.
 PROMETHEUS_TIMEOUT_SECONDS = 10.0
 
@@ -113,6 +116,7 @@ def create_app(
             claims=the_store,
             incidents=the_store,
             notice_ttl_seconds=NOTICE_TTL_SECONDS,
+            interactive=interactive(settings),
         )
         app[NOTIFIER] = notifier
         await notifier.start()
@@ -198,6 +202,31 @@ def create_app(
         stopping.set()
         await task
 
+    async def slack_ctx(app: web.Application) -> AsyncIterator[None]:
+        """Slack's buttons over HTTP and, with an app token, Socket Mode; presses being
+        handled are drained at shutdown."""
+        if not interactive(settings):
+            yield
+            return
+        token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+        client = build_client(app[SESSION], token, settings.slack_api_url)
+        actions = SlackActions(
+            control=app[keys.CONTROL],
+            store=app[keys.STORE],
+            notifier=app[NOTIFIER],
+            client=client,
+            session=app[SESSION],
+            allowed=AllowList(settings.slack_allowed_users, client),
+        )
+        app[keys.SLACK_ACTIONS] = actions
+        secret = settings.slack_app_token
+        app_token = secret.get_secret_value() if secret else None
+        async with handlers.slack.socket_mode(
+            app_token, settings.slack_api_url, actions, app[SESSION]
+        ):
+            yield
+        await actions.close(SLACK_ACTIONS_DRAIN_SECONDS)
+
     async def workers_ctx(app: web.Application) -> AsyncIterator[None]:
         pool = WorkerPool(
             app[keys.STORE],
@@ -264,10 +293,17 @@ def create_app(
     app.cleanup_ctx.append(notifier_ctx)
     app.cleanup_ctx.append(handler_ctx)
     app.cleanup_ctx.append(control_ctx)
+    app.cleanup_ctx.append(slack_ctx)
     app.cleanup_ctx.append(workers_ctx)
     app.cleanup_ctx.append(readiness_ctx)
     handlers.add_routes(app)
     return app
+
+
+def interactive(settings: Settings) -> bool:
+    """Slack interactivity is configured: a signing secret (HTTP) or an app token (Socket
+    Mode). Only then do messages carry buttons."""
+    return settings.slack_signing_secret is not None or settings.slack_app_token is not None
 
 
 def _precreate_series(metrics: Metrics) -> None:

@@ -10,6 +10,7 @@ the environment at import time.
 from __future__ import annotations
 
 import os
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, get_args
@@ -27,6 +28,9 @@ from receiver.durations import Duration
 from receiver.errors import ConfigError
 
 ENV_PREFIX = "RECEIVER_"
+
+# A Slack user id (U…, or W… on Enterprise Grid) or user group id (S…).
+_SLACK_ALLOWED_RE = re.compile(r"^[UWS][A-Z0-9]{2,30}$")
 
 
 class LogFormat(StrEnum):
@@ -117,13 +121,15 @@ class Settings(BaseSettings):
     """Slack Web API base URL (tests point it at a local stand-in)."""
 
     slack_allowed_users: Annotated[frozenset[str], NoDecode] = frozenset()
-    """Slack user ids allowed to press the action buttons (comma-separated)."""
+    """Who may press the buttons (comma-separated): Slack user ids (``U…``, ``W…``) and user
+    group ids (``S…``, whose members may). Unset: nobody (the buttons answer a refusal)."""
 
     slack_bot_token: SecretStr | None = Field(None, alias="SLACK_BOT_TOKEN")
     """Bot token for chat.postMessage/chat.update. Unset: notifications go to the log."""
 
     slack_signing_secret: SecretStr | None = Field(None, alias="SLACK_SIGNING_SECRET")
-    """Verifies interactive requests from Slack. Unset: /slack/actions answers 403."""
+    """Verifies interactive requests from Slack (``POST /slack/actions``). Unset: the route
+    answers 403 and acts on nothing; Socket Mode needs none (the app token authenticates)."""
 
     slack_app_token: SecretStr | None = Field(None, alias="SLACK_APP_TOKEN")
     """App-level token for Socket Mode, for teams without public ingress."""
@@ -145,6 +151,17 @@ class Settings(BaseSettings):
     def _split_users(cls, value: object) -> object:
         if isinstance(value, str):
             return frozenset(u.strip() for u in value.split(",") if u.strip())
+        return value
+
+    @field_validator("slack_allowed_users")
+    @classmethod
+    def _check_users(cls, value: frozenset[str]) -> frozenset[str]:
+        wrong = sorted(u for u in value if not _SLACK_ALLOWED_RE.fullmatch(u))
+        if wrong:
+            raise ValueError(
+                f"RECEIVER_SLACK_ALLOWED_USERS has {', '.join(repr(u[:40]) for u in wrong)}:"
+                " give Slack user ids (U…, W…) or user group ids (S…), not names"
+            )
         return value
 
     @field_validator(

@@ -13,8 +13,10 @@ from receiver.notify import (
     FIELD_MAX_CHARS,
     HEADER_MAX_CHARS,
     SECTION_TEXT_MAX_CHARS,
+    actions_block,
     clip,
     format_offset,
+    last_action_line,
     render_incident,
     render_notice,
     valid_channel,
@@ -109,7 +111,7 @@ def test_verified_incident_reads_field_by_field() -> None:
             }
         ],
     }
-    assert not [b for b in blocks if b["type"] == "actions"], "no buttons before interactivity"
+    assert not [b for b in blocks if b["type"] == "actions"], "no buttons without interactivity"
 
 
 def test_refused_incident_shows_the_reason_and_no_target() -> None:
@@ -306,3 +308,196 @@ def test_notice_lists_its_lines_escaped() -> None:
 )
 def test_channels_are_checked_before_use(channel: str | None, ok: bool) -> None:
     assert valid_channel(channel) is ok
+
+
+# ---------------------------------------------------------------------------------------
+# Buttons (Slack interactivity)
+
+
+def _event(kind: str, actor: str = "receiver", at_seconds: float = 1, message: str = "") -> Any:
+    from receiver.models import IncidentEvent
+
+    return IncidentEvent(
+        at=T0 + timedelta(seconds=at_seconds), kind=kind, message=message or kind, actor=actor
+    )
+
+
+def _buttons(incident: Any) -> list[str]:
+    block = actions_block(incident)
+    assert block is not None and block["block_id"] == "incident_actions"
+    return [e["action_id"] for e in block["elements"]]
+
+
+@pytest.mark.parametrize(
+    ("state", "target", "events", "kind", "expected"),
+    [
+        (IncidentState.OPEN, None, [], "alert", ["rr_ack", "rr_pause"]),
+        (
+            IncidentState.NOTIFIED,
+            "2.3.1",
+            [],
+            "alert",
+            ["rr_ack", "rr_rollback_now", "rr_pause"],
+        ),
+        (IncidentState.NOTIFIED, None, [], "alert", ["rr_ack", "rr_pause"]),
+        (IncidentState.REFUSED, "2.3.1", [], "alert", ["rr_ack", "rr_pause"]),
+        (IncidentState.ACTING, "2.3.1", [], "alert", ["rr_ack", "rr_pause"]),
+        (
+            IncidentState.VERIFIED,
+            "2.3.1",
+            ["switched"],
+            "alert",
+            ["rr_ack", "rr_roll_forward", "rr_pause"],
+        ),
+        (
+            IncidentState.CONFIRMED,
+            "2.3.1",
+            ["switched"],
+            "alert",
+            ["rr_ack", "rr_roll_forward", "rr_pause"],
+        ),
+        (
+            IncidentState.UNCONFIRMED,
+            "2.3.1",
+            ["switched"],
+            "alert",
+            ["rr_ack", "rr_roll_forward", "rr_pause"],
+        ),
+        (
+            IncidentState.VERIFICATION_FAILED,
+            "2.3.1",
+            ["switched", "paused"],
+            "alert",
+            ["rr_ack", "rr_roll_forward", "rr_resume"],
+        ),
+        (
+            IncidentState.VERIFIED,
+            "2.3.1",
+            ["switched", "rolled_forward"],
+            "alert",
+            ["rr_ack", "rr_pause"],
+        ),
+        (
+            IncidentState.VERIFIED,
+            "2.3.1",
+            ["switched", "rolled_forward", "switched"],
+            "alert",
+            ["rr_ack", "rr_roll_forward", "rr_pause"],
+        ),
+        (IncidentState.VERIFIED, None, ["switched"], "alert", ["rr_ack", "rr_pause"]),
+        (IncidentState.FAILED, "2.3.1", [], "alert", ["rr_ack", "rr_pause"]),
+        (
+            IncidentState.NOTIFIED,
+            "2.3.1",
+            ["paused", "resumed"],
+            "alert",
+            ["rr_ack", "rr_rollback_now", "rr_pause"],
+        ),
+        (
+            IncidentState.NOTIFIED,
+            "2.3.1",
+            ["resumed", "paused"],
+            "alert",
+            ["rr_ack", "rr_rollback_now", "rr_resume"],
+        ),
+        (IncidentState.VERIFIED, "2.3.1", ["switched"], "drill", ["rr_ack"]),
+    ],
+)
+def test_buttons_fit_the_state(state, target, events, kind, expected) -> None:
+    incident = make_incident(
+        state=state,
+        target_version=target,
+        kind=kind,
+        events=[_event(k, at_seconds=i) for i, k in enumerate(events)],
+    )
+    assert _buttons(incident) == expected
+
+
+def test_every_button_carries_the_incident_id_and_the_dangerous_ones_ask_first() -> None:
+    notified = make_incident(state=IncidentState.NOTIFIED, target_version="2.3.1")
+    verified = make_incident(
+        state=IncidentState.VERIFIED, target_version="2.3.1", events=[_event("paused")]
+    )
+    elements = {
+        e["action_id"]: e
+        for incident in (notified, verified)
+        for e in actions_block(incident)["elements"]
+    }
+    assert set(elements) == {
+        "rr_ack",
+        "rr_rollback_now",
+        "rr_pause",
+        "rr_roll_forward",
+        "rr_resume",
+    }
+    for action_id, element in elements.items():
+        assert element["type"] == "button" and element["value"] == "inc-0123456789ab"
+        assert ("confirm" in element) == (
+            action_id in ("rr_rollback_now", "rr_roll_forward", "rr_pause")
+        ), action_id
+    confirm = elements["rr_rollback_now"]["confirm"]
+    assert confirm["title"]["text"] == "Roll back now?"
+    assert confirm["text"]["text"] == (
+        "Roll *fraud-scorer* in ml-prod back from 2.4.0 to 2.3.1, if 2.4.0 still serves."
+    )
+    assert (confirm["confirm"]["text"], confirm["deny"]["text"]) == ("Roll back", "Cancel")
+
+
+def test_buttons_and_the_last_action_appear_only_with_interactivity() -> None:
+    from receiver.models import Acknowledgement
+
+    incident = make_incident(
+        state=IncidentState.VERIFIED,
+        target_version="2.3.1",
+        events=[
+            _event("switched", "alertmanager", 1),
+            _event("acknowledged", "slack:U0ALICE001", 2),
+            _event("confirmed", "receiver", 3),
+        ],
+        acknowledgement=Acknowledgement(
+            actor="slack:U0ALICE001", at=T0, root_cause="data_pipeline", note="late <batch>"
+        ),
+    )
+    _, plain = render_incident(incident)
+    assert [b["block_id"] for b in plain] == ["header", "facts", "timeline", "links", "context"]
+    _, blocks = render_incident(incident, interactive=True)
+    assert [b["block_id"] for b in blocks] == [
+        "header",
+        "facts",
+        "timeline",
+        "links",
+        "incident_actions",
+        "last_action",
+        "context",
+    ]
+    assert by_id(blocks)["last_action"]["elements"][0]["text"] == (
+        "<@U0ALICE001> acknowledged: root cause data pipeline (late &lt;batch&gt;)"
+        " at 2024-05-01 12:00:02 UTC"
+    )
+
+
+@pytest.mark.parametrize(
+    ("events", "expected"),
+    [
+        ([], None),
+        ([_event("switched", "alertmanager")], None),
+        ([_event("paused", "slack:U0BOB00001")], "<@U0BOB00001> paused automation"),
+        ([_event("resumed", "admin:carol")], "admin:carol resumed automation"),
+        (
+            [_event("joined", "slack:U0BOB00001", message="execute by slack:U0BOB00001: go")],
+            "<@U0BOB00001> asked to roll back now",
+        ),
+        ([_event("switched", "slack:U0BOB00001")], "<@U0BOB00001> rolled back"),
+        ([_event("rolled_forward", "admin:<dan>")], "admin:&lt;dan&gt; rolled forward"),
+        (
+            [_event("paused", "slack:U0BOB00001", 1), _event("confirmed", "receiver", 2)],
+            "<@U0BOB00001> paused automation",
+        ),
+    ],
+)
+def test_the_last_action_names_who_did_what_and_when(events, expected) -> None:
+    line = last_action_line(make_incident(events=events))
+    if expected is None:
+        assert line is None
+    else:
+        assert line is not None and line.startswith(expected + " at 2024-05-01 12:00:0")

@@ -9,6 +9,11 @@ from receiver.notify.slack.outbox import (
     build_client,
 )
 from receiver.notify.slack.render import (
+    ACTION_ACK,
+    ACTION_PAUSE,
+    ACTION_RESUME,
+    ACTION_ROLL_FORWARD,
+    ACTION_ROLLBACK_NOW,
     ACTIONS_BLOCK_ID,
     FALLBACK_TEXT_MAX_CHARS,
     FIELD_MAX_CHARS,
@@ -21,6 +26,8 @@ from receiver.notify.slack.render import (
     escape,
     format_offset,
     incident_text,
+    last_action_line,
+    model_paused,
     notice_text,
     render_incident,
     render_notice,
@@ -32,6 +39,11 @@ from receiver.notify.slack.render import (
 
 __all__ = [
     "ACTIONS_BLOCK_ID",
+    "ACTION_ACK",
+    "ACTION_PAUSE",
+    "ACTION_RESUME",
+    "ACTION_ROLLBACK_NOW",
+    "ACTION_ROLL_FORWARD",
     "FALLBACK_TEXT_MAX_CHARS",
     "FIELD_MAX_CHARS",
     "HEADER_MAX_CHARS",
@@ -48,6 +60,8 @@ __all__ = [
     "escape",
     "format_offset",
     "incident_text",
+    "last_action_line",
+    "model_paused",
     "notice_text",
     "render_incident",
     "render_notice",

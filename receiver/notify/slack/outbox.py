@@ -170,8 +170,11 @@ class Notifier:
         retry: RetryPolicy | None = None,
         senders: int = 4,
         memory: int = 4096,
+        interactive: bool = False,
     ) -> None:
         self._client = client
+        # Slack interactivity is configured: messages carry the buttons.
+        self.interactive = interactive
         self._default_channel = default_channel
         self._metrics = metrics
         self._claims = claims
@@ -230,7 +233,7 @@ class Notifier:
             self._log.info(plain, extra=extra)
             self._count("logged")
             return
-        text, blocks = render_incident(incident)
+        text, blocks = render_incident(incident, interactive=self.interactive)
         out = _Outgoing(
             text=text,
             blocks=blocks,

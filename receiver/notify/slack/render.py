@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from receiver.models import Incident, IncidentState, IncidentTimes
+from receiver.models import Incident, IncidentKind, IncidentState, IncidentTimes
 
 # Block Kit limits (Slack's block reference): header text 150, section text 3000,
 # each section field 2000, at most 10 fields per section. Fallback text is kept short
@@ -184,17 +184,164 @@ def _link(url: str, label: str) -> str | None:
     return f"<{safe}|{label}>"
 
 
-def actions_block(incident: Incident) -> dict[str, Any] | None:
-    """The buttons (acknowledge, roll forward, force) arrive with Slack interactivity.
+ACTION_ACK = "rr_ack"
+ACTION_ROLLBACK_NOW = "rr_rollback_now"
+ACTION_ROLL_FORWARD = "rr_roll_forward"
+ACTION_PAUSE = "rr_pause"
+ACTION_RESUME = "rr_resume"
 
-    Return an ``actions`` block with ``block_id=ACTIONS_BLOCK_ID`` here; ``render_incident``
-    places it after the links. ``None`` until then.
+# Our rollback happened and may be undone (with a target to come back from).
+_ROLLED_BACK_STATES = frozenset(
+    {
+        IncidentState.VERIFIED,
+        IncidentState.CONFIRMED,
+        IncidentState.UNCONFIRMED,
+        IncidentState.VERIFICATION_FAILED,
+    }
+)
+# Events that record a person's action (the actor prefixes of the control layer).
+_PEOPLE = ("slack:", "admin:")
+# How the last-action line names a person's event, by its kind (joined/opened: the job).
+_DONE_BY_KIND = {
+    "acknowledged": "acknowledged",
+    "paused": "paused automation",
+    "resumed": "resumed automation",
+    "switched": "rolled back",
+    "rolled_forward": "rolled forward",
+    "roll_forward": "asked for a roll forward",
+}
+_DONE_BY_JOB = {
+    "execute": "asked to roll back now",
+    "force": "forced a rollback",
+    "roll_forward": "asked for a roll forward",
+    "drill": "started a drill",
+}
+_SLACK_USER_RE = re.compile(r"^slack:([UW][A-Z0-9]{2,30})$")
+
+
+def _button(
+    action_id: str, text: str, incident: Incident, style: str | None = None
+) -> dict[str, Any]:
+    button: dict[str, Any] = {
+        "type": "button",
+        "action_id": action_id,
+        "text": {"type": "plain_text", "text": text, "emoji": True},
+        "value": incident.id,
+    }
+    if style is not None:
+        button["style"] = style
+    return button
+
+
+def _confirm(title: str, text: str, confirm: str) -> dict[str, Any]:
+    return {
+        "title": {"type": "plain_text", "text": title},
+        "text": {"type": "mrkdwn", "text": clip(text, 300)},
+        "confirm": {"type": "plain_text", "text": confirm},
+        "deny": {"type": "plain_text", "text": "Cancel"},
+        "style": "danger",
+    }
+
+
+def model_paused(incident: Incident) -> bool:
+    """Whether the incident last saw its model paused (its latest pause or resume event).
+
+    The incident knows only what happened through it: a pause set elsewhere shows Pause,
+    which then is harmless (pausing again keeps it paused)."""
+    for event in reversed(incident.events):
+        if event.kind in ("paused", "resumed"):
+            return event.kind == "paused"
+    return False
+
+
+def _rolled_forward(incident: Incident) -> bool:
+    """Whether our rollback of this incident was undone after its last switch."""
+    for event in reversed(incident.events):
+        if event.kind == "rolled_forward":
+            return True
+        if event.kind == "switched":
+            return False
+    return False
+
+
+def actions_block(incident: Incident) -> dict[str, Any] | None:
+    """The buttons that fit the incident's state, ``value`` = incident id.
+
+    Acknowledge always; Roll back now on a notify recommendation with a target; Roll
+    forward after our rollback (not yet undone); Pause or Resume the model, by what the
+    incident last saw. The dangerous ones ask for confirmation. ``None`` for none.
     """
+    where = f"*{escape(incident.model)}* in {escape(incident.namespace)}"
+    elements = [_button(ACTION_ACK, "Acknowledge", incident, "primary")]
+    if incident.kind is IncidentKind.ALERT:
+        if incident.state is IncidentState.NOTIFIED and incident.target_version:
+            button = _button(ACTION_ROLLBACK_NOW, "Roll back now", incident, "danger")
+            button["confirm"] = _confirm(
+                "Roll back now?",
+                f"Roll {where} back from {escape(incident.bad_version)} to"
+                f" {escape(incident.target_version)}, if {escape(incident.bad_version)}"
+                " still serves.",
+                "Roll back",
+            )
+            elements.append(button)
+        if (
+            incident.state in _ROLLED_BACK_STATES
+            and incident.target_version
+            and not _rolled_forward(incident)
+        ):
+            button = _button(ACTION_ROLL_FORWARD, "Roll forward", incident)
+            button["confirm"] = _confirm(
+                "Roll forward?",
+                f"Put {where} back on {escape(incident.bad_version)}. You vouch for that"
+                " version: alerts about it are notified, not acted on, until another"
+                " version replaces it.",
+                "Roll forward",
+            )
+            elements.append(button)
+        if model_paused(incident):
+            elements.append(_button(ACTION_RESUME, "Resume automation", incident))
+        else:
+            button = _button(ACTION_PAUSE, "Pause automation", incident)
+            button["confirm"] = _confirm(
+                "Pause automation?",
+                f"Alerts about {where} will be recorded and notified, never acted on, until"
+                " someone resumes it.",
+                "Pause",
+            )
+            elements.append(button)
+    return {"type": "actions", "block_id": ACTIONS_BLOCK_ID, "elements": elements}
+
+
+def _who(actor: str) -> str:
+    match = _SLACK_USER_RE.fullmatch(actor)
+    return f"<@{match.group(1)}>" if match else escape(actor)
+
+
+def last_action_line(incident: Incident) -> str | None:
+    """Who did what, and when: the incident's latest event by a person, or ``None``."""
+    for event in reversed(incident.events):
+        if not event.actor.startswith(_PEOPLE):
+            continue
+        done = _DONE_BY_KIND.get(event.kind)
+        if done is None and event.kind in ("opened", "joined"):
+            done = _DONE_BY_JOB.get(event.message.split(" ", 1)[0])
+        if done is None:
+            done = escape(event.kind.replace("_", " "))
+        if event.kind == "acknowledged" and incident.acknowledgement is not None:
+            ack = incident.acknowledgement
+            done += f": root cause {escape(ack.root_cause.replace('_', ' '))}"
+            if ack.note:
+                done += f" ({escape(clip(ack.note, 300))})"
+        at = _clock(event.at.astimezone(UTC), True)
+        return clip(f"{_who(event.actor)} {done} at {at}", SECTION_TEXT_MAX_CHARS)
     return None
 
 
-def render_incident(incident: Incident) -> tuple[str, list[dict[str, Any]]]:
-    """Fallback text and Block Kit blocks for the incident's single message."""
+def render_incident(
+    incident: Incident, *, interactive: bool = False
+) -> tuple[str, list[dict[str, Any]]]:
+    """Fallback text and Block Kit blocks for the incident's single message; with
+    ``interactive`` (Slack interactivity configured), its buttons and who acted last."""
     emoji, title = state_view(incident)
     text = incident_text(incident, escape)
     triggers = ", ".join(escape(t) for t in incident.triggers)
@@ -266,9 +413,19 @@ def render_incident(incident: Incident) -> tuple[str, list[dict[str, Any]]]:
                 "text": {"type": "mrkdwn", "text": "  ·  ".join(links)},
             }
         )
-    actions = actions_block(incident)
-    if actions is not None:
-        blocks.append(actions)
+    if interactive:
+        actions = actions_block(incident)
+        if actions is not None:
+            blocks.append(actions)
+    last = last_action_line(incident) if interactive else None
+    if last is not None:
+        blocks.append(
+            {
+                "type": "context",
+                "block_id": "last_action",
+                "elements": [{"type": "mrkdwn", "text": last}],
+            }
+        )
     blocks.append(
         {
             "type": "context",
