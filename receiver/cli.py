@@ -5,6 +5,9 @@ API (``--url``, admin token from ``RECEIVER_ADMIN_TOKEN`` or the file named by
 ``RECEIVER_ADMIN_TOKEN_FILE``; never from argv, where other users of the machine and
 shell histories would see it). Exit codes: 0 ok, 1 the operation failed, 2 bad usage or
 configuration, 3 no admin token to call the API with.
+
+Long because it is the whole command line: one small function per command, each a thin
+caller of the API; the commands share the URL, token and exit-code handling at the top.
 """
 
 from __future__ import annotations

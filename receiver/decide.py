@@ -5,6 +5,10 @@ workload and the facts kept elsewhere (pauses, the incident's state, recent roll
 clock reading); the output is a ``Decision`` with a stable snake_case ``reason`` and a human
 ``detail``. No I/O, no clock reads, no logging. Every rule is a plain ``if`` in ``decide``
 so the order of the table is the order of the code.
+
+Longer than most modules on purpose: the whole table, and the two small tables of the manual
+jobs (roll forward, drill), read top to bottom in one place; splitting it would scatter the
+order of the rules.
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ one workload at once: a job whose lease is lost (another holder has it, or it ma
 expired while Redis was unreachable) is cancelled and left pending. The handler decides
 what a job means; this module only guarantees at-least-once, serialized execution and never
 decides anything about the cluster.
+
+Long because leases, mailboxes, renewal and the start-up path are one concurrency design:
+the invariants (one job per workload, a lost lease cancels, no job before start-up facts)
+are easier to check when the code that keeps them is side by side.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ Objects travel as plain JSON dicts (raw responses, no model classes): the decisi
 a handful of fields, and the generated models reject some real responses (events with a
 null ``eventTime``). Every failure leaves this module as one of ``receiver.errors``' Kube*
 errors, with the API server's ``Status`` message cut to a safe size.
+
+Long because it is the only importer of ``kubernetes``: every call the product makes, and
+the watch, live here so no other module learns the client library.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ runs a known version that is neither the one alerted on nor listed bad, and answ
 Open Inference Protocol checks (served version and a sample inference) through its own
 ``health.slot_urls`` entry. A failed check is ``view.target_problem``: the decision
 notifies with it and nothing switches.
+
+Long because the standby pre-check (existence, replicas, bad versions, a health probe)
+is the strategy's own knowledge and belongs beside its switch.
 """
 
 from __future__ import annotations

@@ -40,6 +40,9 @@ data rather than no breach. Selectors inside a subquery are checked at the evalu
 time only.
 
 What this module must not do: I/O. It is pure; ``confirm`` evaluates what it builds.
+
+Long because it writes the syntax tree back itself (the parser's printer loses escapes
+and subquery steps); that printer must stay beside the restriction it serves.
 """
 
 from __future__ import annotations

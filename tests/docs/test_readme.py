@@ -40,13 +40,13 @@ def documented_routes() -> set[tuple[str, str]]:
         if not line.startswith("| `"):
             continue
         first = line.split("|")[1]
-        last_path = ""
+        last_method, last_path = "", ""
         for method, path in re.findall(r"`(?:(GET|POST) )?(/[^`?]*)", first):
             if not method:  # `, /resume`: the same method, the last segment replaced
-                method = routes_method
+                method = last_method
                 path = last_path.rsplit("/", 1)[0] + path
             routes.add((method, path))
-            routes_method, last_path = method, path
+            last_method, last_path = method, path
     return routes
 
 
@@ -76,7 +76,7 @@ def test_every_route_in_the_api_table_is_served_and_every_served_route_is_docume
 
 def test_every_cli_command_is_documented() -> None:
     parser = build_parser()
-    commands = next(a for a in parser._actions if a.dest == "command").choices  # noqa: SLF001
+    commands = next(a for a in parser._actions if a.dest == "command").choices
     text = section("CLI")
     missing = [c for c in commands if f"rollback-receiver {c}" not in text]
     assert missing == []
@@ -84,8 +84,8 @@ def test_every_cli_command_is_documented() -> None:
 
 def test_every_setting_but_a_secret_is_also_a_serve_option() -> None:
     # The README: "From the environment, each also a `serve` option" (secrets excepted).
-    serve = next(a for a in build_parser()._actions if a.dest == "command").choices["serve"]  # noqa: SLF001
-    options = {o for a in serve._actions for o in a.option_strings}  # noqa: SLF001
+    serve = next(a for a in build_parser()._actions if a.dest == "command").choices["serve"]
+    options = {o for a in serve._actions for o in a.option_strings}
     secrets = {"webhook_token", "admin_token", "slack_bot_token", "slack_signing_secret",
                "slack_app_token"}  # fmt: skip
     missing = []

@@ -10,6 +10,9 @@ What this module must not do: act on anything by itself. Every action is a call 
 control layer (``SlackControl``, the subset of ``receiver.control.Control`` the buttons use)
 with the actor ``slack:<user id>``, so a button, an API call and an alert go through the
 same checks and the same queue. Signature checks belong to the transport, before parsing.
+
+Long because Slack's two payload kinds, the allow-list, the modal and the replay guard
+must agree with one another; each part is a small class or function.
 """
 
 from __future__ import annotations

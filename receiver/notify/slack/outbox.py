@@ -12,6 +12,9 @@ Where each message lives and who may post it first is ``refs``. This module deli
 must not decide anything about rollbacks, and it never logs the token (it never sees it:
 the client holds it). Without a client (no ``SLACK_BOT_TOKEN``) every message is written
 to the log in the same words instead.
+
+Long because ordering, retries, Retry-After, the first-post claim across replicas and
+shutdown draining are one state machine per message slot.
 """
 
 from __future__ import annotations

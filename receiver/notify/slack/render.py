@@ -2,6 +2,9 @@
 
 What on-call people read, escaped and within Slack's limits. No I/O here: delivery is
 ``outbox``; these are tested as tables.
+
+Long because every Block Kit element (facts, timeline, confirmation, buttons with their
+confirm dialogs, the modal) is built here, pure and table-tested.
 """
 
 from __future__ import annotations
