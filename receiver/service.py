@@ -848,6 +848,8 @@ class RollbackService:
 
     async def _save(self, incident: Incident, *, notify: bool = True) -> None:
         """Write the incident, keeping what the notifier stored meanwhile (the Slack ref)."""
+        # Counted before the write: once the record shows a step, its statistics do too.
+        await self._add_stats(incident)
         mine = incident
 
         def merge(current: Incident) -> None:
@@ -875,7 +877,6 @@ class RollbackService:
         else:
             incident.slack_ts, incident.slack_channel = saved.slack_ts, saved.slack_channel
             incident.acknowledgement, incident.events = saved.acknowledgement, saved.events
-        await self._add_stats(saved)
         if notify and self.notifier is not None:
             model = self.policy.lookup(saved.cluster, saved.namespace, saved.model)
             self.notifier.incident_changed(saved, model.slack_channel if model else None)
