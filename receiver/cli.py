@@ -412,9 +412,12 @@ def _drill(args: argparse.Namespace) -> int:
     failed = 0
     results = []
     for m in enabled:
-        name = f"{m['namespace']}/{m['name']}"
+        model = f"{m['namespace']}/{m['name']}"
+        cluster = m.get("cluster") or ""
+        name = f"{cluster}/{model}" if cluster else model
+        where = f"?cluster={quote(cluster, safe='')}" if cluster else ""
         try:
-            data = _api(args, "POST", f"{_model_path(name)}/drill", body)
+            data = _api(args, "POST", f"{_model_path(model)}/drill{where}", body)
         except _Exit as e:
             if e.code == EXIT_NO_TOKEN:
                 raise

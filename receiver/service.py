@@ -873,6 +873,8 @@ class RollbackService:
         Both copies started from the same stored events: the stored ones stay, this job's
         new ones follow. Every other field is this job's.
         """
+        # Counted before the write: once the record shows a step, its statistics do too.
+        await self._add_stats(incident)
         mine = incident
 
         def merge(current: Incident) -> None:
@@ -902,7 +904,6 @@ class RollbackService:
             saved = incident
         else:
             incident.acknowledgement, incident.events = saved.acknowledgement, saved.events
-        await self._add_stats(saved)
         if notify and self.notifier is not None:
             model = self.policy.lookup(saved.cluster, saved.namespace, saved.model)
             self.notifier.incident_changed(saved, model.slack_channel if model else None)

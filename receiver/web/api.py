@@ -159,25 +159,34 @@ async def _control(request: web.Request, call: Call, status: int = 200) -> web.R
     return json_body(result, status=status)
 
 
-def _model_args(request: web.Request) -> tuple[str, str]:
-    return request.match_info["namespace"], request.match_info["model"]
+def _model_args(request: web.Request) -> tuple[str, str, str]:
+    """Namespace, model and ``?cluster=`` (the kubeconfig context of a multi-cluster entry)."""
+    return (
+        request.match_info["namespace"],
+        request.match_info["model"],
+        request.query.get("cluster", ""),
+    )
 
 
 async def pause_model(request: web.Request) -> web.Response:
     """``POST /api/models/{namespace}/{model}/pause``: in force when answered (200)."""
-    ns, model = _model_args(request)
+    ns, model, cluster = _model_args(request)
     return await _control(
         request,
-        lambda c, b: c.pause_model(ns, model, actor=admin_actor(b), reason=_text(b, "reason")),
+        lambda c, b: c.pause_model(
+            ns, model, actor=admin_actor(b), reason=_text(b, "reason"), cluster=cluster
+        ),
     )
 
 
 async def resume_model(request: web.Request) -> web.Response:
     """``POST /api/models/{namespace}/{model}/resume`` (200)."""
-    ns, model = _model_args(request)
+    ns, model, cluster = _model_args(request)
     return await _control(
         request,
-        lambda c, b: c.resume_model(ns, model, actor=admin_actor(b), reason=_text(b, "reason")),
+        lambda c, b: c.resume_model(
+            ns, model, actor=admin_actor(b), reason=_text(b, "reason"), cluster=cluster
+        ),
     )
 
 
@@ -198,7 +207,7 @@ def _revision(body: dict[str, Any]) -> int | None:
 
 async def force_rollback(request: web.Request) -> web.Response:
     """``POST /api/models/{namespace}/{model}/rollback``: queued (202 incident, job)."""
-    ns, model = _model_args(request)
+    ns, model, cluster = _model_args(request)
     return await _control(
         request,
         lambda c, b: c.force(
@@ -207,6 +216,7 @@ async def force_rollback(request: web.Request) -> web.Response:
             actor=admin_actor(b),
             reason=_text(b, "reason"),
             to_revision=_revision(b),
+            cluster=cluster,
         ),
         202,
     )
@@ -214,10 +224,12 @@ async def force_rollback(request: web.Request) -> web.Response:
 
 async def roll_forward_model(request: web.Request) -> web.Response:
     """``POST /api/models/{namespace}/{model}/roll-forward``: queued (202)."""
-    ns, model = _model_args(request)
+    ns, model, cluster = _model_args(request)
     return await _control(
         request,
-        lambda c, b: c.roll_forward(ns, model, actor=admin_actor(b), reason=_text(b, "reason")),
+        lambda c, b: c.roll_forward(
+            ns, model, actor=admin_actor(b), reason=_text(b, "reason"), cluster=cluster
+        ),
         202,
     )
 
@@ -230,8 +242,10 @@ def drill_actor(body: dict[str, Any]) -> str:
 
 async def drill(request: web.Request) -> web.Response:
     """``POST /api/models/{namespace}/{model}/drill``: queued (202); 409 when refused."""
-    ns, model = _model_args(request)
-    return await _control(request, lambda c, b: c.drill(ns, model, actor=drill_actor(b)), 202)
+    ns, model, cluster = _model_args(request)
+    return await _control(
+        request, lambda c, b: c.drill(ns, model, actor=drill_actor(b), cluster=cluster), 202
+    )
 
 
 async def pause_all(request: web.Request) -> web.Response:

@@ -79,6 +79,10 @@ async def test_pausing_a_model_not_in_the_policy_is_404(world):
     client = await world.make_app()
     answer = await post(client, f"/api/models/{NS}/no-such-model/pause", {}, 404)
     assert "not in the policy" in answer["error"]
+    # The entry has no cluster: the same name in another cluster is another model.
+    answer = await post(client, f"{PAUSE}?cluster=eu-1", {}, 404)
+    assert "in cluster 'eu-1' is not in the policy" in answer["error"]
+    assert paused_annotation(world) is None
 
 
 async def test_the_global_pause_is_on_the_state_configmap_and_refuses_every_alert(world, delivery):
