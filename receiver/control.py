@@ -18,6 +18,9 @@ written to the audit log and posted to Slack.
 Errors are ``ControlError``s: ``NotFound``, ``Refused`` (a conflict with the state of the
 model or incident), ``Invalid`` (the request), ``Unavailable`` (Kubernetes or Redis); only
 ``receiver.web`` turns them into statuses.
+
+Long because every door (API, CLI, Slack) goes through it: each action is a short method,
+plus the durable global pause; splitting by action would spread the shared checks.
 """
 
 from __future__ import annotations

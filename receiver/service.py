@@ -5,6 +5,10 @@ workload meanwhile. Every job is decided on its own; joining an incident only gr
 record. Each step after the PATCH is idempotent and runs on the re-drive path too (rule 0),
 with its facts taken from our annotations: a crash, a lost reply or a Redis error between
 the PATCH and the record loses nothing.
+
+Long because it is the whole automatic path in order (read, decide, record, act, finish,
+verify, save) and each step is idempotent on a re-drive: the order is the point, so it reads
+top to bottom here. Manual jobs (roll forward, drills) live in ``manual_jobs``.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,18 +23,14 @@ import aiohttp
 
 from receiver import annotations as ours
 from receiver import audit, incidents, stats
-from receiver.clients.k8s import Clusters, KubeClient
+from receiver.clients.k8s import Clusters
 from receiver.confirmation import Confirmer
 from receiver.decide import (
     Action,
     Decision,
     Facts,
-    became_current,
     decide,
-    decide_drill,
-    decide_roll_forward,
     identify,
-    newest_revision,
 )
 from receiver.errors import (
     ConfigError,
@@ -42,25 +41,21 @@ from receiver.errors import (
     StoreUnavailable,
     TemporaryError,
 )
+from receiver.job_parts import JobTarget, decision_inputs
+from receiver.manual_jobs import ManualJobs
 from receiver.metrics import Metrics
 from receiver.models import (
     Incident,
-    IncidentKind,
     IncidentState,
     Job,
     JobKind,
-    Revision,
     Verdict,
-    parse_time,
     utcnow,
 )
 from receiver.notify import Notifier
 from receiver.policy import Policy, Resolved, resolve
 from receiver.rollback import (
-    Applied,
-    Executor,
     StrategyUnavailable,
-    Workload,
     executor_for,
     workload_lease_key,
 )
@@ -82,18 +77,7 @@ _MARK_ATTEMPTS = 3
 NOTICE_TTL_SECONDS = 6 * 3600.0
 
 
-@dataclass
-class _Target:
-    """The workload a job acts on, once resolved: its strategy, cluster client and read."""
-
-    resolved: Resolved
-    executor: Executor | None = None
-    kube: KubeClient | None = None
-    workload: Workload | None = None
-    problem: str = ""
-
-
-class RollbackService:
+class RollbackService(ManualJobs):
     """The worker's job handler (``receiver.worker.JobHandler``)."""
 
     def __init__(
@@ -163,9 +147,9 @@ class RollbackService:
                         delay=1.0,
                     ) from e
 
-    async def _read(self, job: Job, resolved: Resolved) -> _Target:
+    async def _read(self, job: Job, resolved: Resolved) -> JobTarget:
         """Resolve the strategy and the cluster, and GET the workload fresh."""
-        target = _Target(resolved)
+        target = JobTarget(resolved)
         if resolved.model is None:
             return target
         try:
@@ -185,7 +169,7 @@ class RollbackService:
             ).set(1 if paused else 0)
         return target
 
-    async def _status_only(self, target: _Target) -> bool:
+    async def _status_only(self, target: JobTarget) -> bool:
         """After a 409: did only the status change (same generation)? Then retry at once."""
         if target.workload is None or target.executor is None or target.kube is None:
             return False
@@ -200,7 +184,7 @@ class RollbackService:
             dict(fresh.view.annotations) == dict(target.workload.view.annotations)
         )
 
-    async def _decide_and_act(self, job: Job, target: _Target) -> None:
+    async def _decide_and_act(self, job: Job, target: JobTarget) -> None:
         if job.kind is JobKind.ROLL_FORWARD:
             await self._roll_forward(job, target)
             return
@@ -234,7 +218,7 @@ class RollbackService:
             decision,
             incident,
             policy_version=target.resolved.policy_version,
-            inputs=_inputs(target.workload, facts),
+            inputs=decision_inputs(target.workload, facts),
         )
         if decision.action is Action.ROLLBACK:
             if decision.escalate:  # acting on a version rolled back before: page people too
@@ -255,7 +239,7 @@ class RollbackService:
     # -- act --------------------------------------------------------------------------------
 
     async def _rollback(
-        self, job: Job, target: _Target, decision: Decision, incident: Incident
+        self, job: Job, target: JobTarget, decision: Decision, incident: Incident
     ) -> None:
         assert target.executor and target.kube and target.workload and decision.target
         now = self.clock()
@@ -307,7 +291,9 @@ class RollbackService:
         await self._finish(job, target, decision, incident, applied=applied.detail, at=now)
         await self._verify(target, incident)
 
-    async def _refused_by_api(self, target: _Target, incident: Incident, error: KubeError) -> None:
+    async def _refused_by_api(
+        self, target: JobTarget, incident: Incident, error: KubeError
+    ) -> None:
         """The API server refused our write (403, 404, 422): failed, escalated, counted."""
         now = self.clock()
         reason = f"the API server refused the change: {error}"
@@ -322,7 +308,7 @@ class RollbackService:
     async def _finish(
         self,
         job: Job,
-        target: _Target,
+        target: JobTarget,
         decision: Decision,
         incident: Incident,
         *,
@@ -372,7 +358,7 @@ class RollbackService:
         await self._save(incident)
         await self._mark_bad(target, incident)
 
-    async def _mark_bad(self, target: _Target, incident: Incident) -> None:
+    async def _mark_bad(self, target: JobTarget, incident: Incident) -> None:
         assert target.workload is not None and target.executor and target.kube
         delay = 0.2
         for attempt in range(1, _MARK_ATTEMPTS + 1):
@@ -393,7 +379,7 @@ class RollbackService:
 
     # -- verify -----------------------------------------------------------------------------
 
-    async def _verify(self, target: _Target, incident: Incident) -> None:
+    async def _verify(self, target: JobTarget, incident: Incident) -> None:
         resolved = target.resolved
         assert target.executor and target.kube and resolved.model and resolved.settings
         model = resolved.model
@@ -434,7 +420,7 @@ class RollbackService:
         )
         await self._save(incident)
 
-    async def _pause_model(self, target: _Target, incident: Incident, why: str) -> None:
+    async def _pause_model(self, target: JobTarget, incident: Incident, why: str) -> None:
         """Pause automation for the model (actor ``receiver``) after a failed verification;
         a pause that cannot be written is recorded on the incident."""
         assert target.executor and target.kube and target.resolved.model
@@ -451,7 +437,7 @@ class RollbackService:
         except KubeError as e:
             incident.add_event("pause_failed", f"could not pause automation: {e}", at=now)
 
-    async def _health(self, target: _Target, version: str) -> Verdict:
+    async def _health(self, target: JobTarget, version: str) -> Verdict:
         """Wait for the rollout and probe the model for ``version``, within verify_timeout."""
         resolved = target.resolved
         assert target.executor and target.kube and resolved.model and resolved.settings
@@ -480,369 +466,6 @@ class RollbackService:
             timeout=resolved.settings.verify_timeout_seconds,
             poll_interval=self.verify_poll_seconds,
             changes=lambda: executor.watch_rollout(kube, model),
-        )
-
-    # -- roll forward -----------------------------------------------------------------------
-
-    async def _roll_forward(self, job: Job, target: _Target) -> None:
-        """Undo our last rollback (``job.incident``): back to the version it replaced,
-        accepted (bad mark removed) and verified. Recorded on the rollback's incident, whose
-        outcome stays unless the roll forward fails to verify."""
-        now = self.clock()
-        workload, executor = target.workload, target.executor
-        forward = executor.forward_target(workload) if workload and executor else None
-        view = workload.view if workload is not None else None
-        decision = decide_roll_forward(job, target.resolved, view, forward)
-        existing = await self.store.get_incident(decision.incident_id)
-        if existing is None:
-            incident, entered = incidents.record_job(None, job, decision, target.resolved, now=now)
-            assert incident is not None
-            self._count(entered)
-        else:
-            incident = existing
-            incident.add_event(
-                "roll_forward",
-                f"{incidents.describe_job(job)}: {decision.detail}",
-                at=now,
-                actor=job.actor,
-            )
-        audit.record_decision(
-            job,
-            decision,
-            incident,
-            policy_version=target.resolved.policy_version,
-            inputs=_inputs(workload, Facts(now=now, workload_problem=target.problem)),
-        )
-        if decision.action is Action.REFUSE:
-            incident.add_event("roll_forward_refused", decision.detail, at=now)
-            if existing is None:
-                self._count(incidents.conclude(incident, decision, new=True, now=now))
-            await self._save(incident)
-            return
-        assert workload is not None and executor is not None and target.kube is not None
-        version = decision.target.version if decision.target else decision.bad_version
-        if decision.action is Action.ROLLBACK:
-            assert decision.target is not None
-            marks: dict[str, str | None] = {
-                ours.ROLLED_BACK_FROM: None,
-                ours.ROLLED_BACK_FROM_REVISION: None,
-                ours.ROLLED_BACK_TO: None,
-                ours.ROLLED_BACK_TO_REVISION: None,
-                ours.CURRENT_SINCE: None,
-                ours.INCIDENT: incident.id,
-                ours.ACCEPTED: ours.accepted_value(
-                    version, job.actor, now, revision=newest_revision(workload.view)
-                ),
-                ours.BAD_VERSIONS: ours.bad_versions_value(
-                    ours.bad_versions(workload.view.annotations), remove=version
-                ),
-            }
-            applied = await self._apply_forward(target, incident, decision.target, marks)
-            if applied is None:
-                return
-            incident.add_event("rolled_forward", applied.detail, at=self.clock(), actor=job.actor)
-            self._event(
-                target,
-                "ModelRolledForward",
-                f"{incident.model} -> {version}, incident {incident.id}, by {job.actor}:"
-                f" {version} accepted",
-            )
-            await self._save(incident)
-        if decision.target is not None:
-            await self._unmark(target, decision.target)
-        verdict = await self._health(target, version)
-        now = self.clock()
-        if verdict.healthy:
-            incident.add_event("roll_forward_healthy", verdict.reason or "healthy", at=now)
-            if existing is None and incidents.transition(
-                incident, IncidentState.VERIFIED, "roll_forward"
-            ):
-                # Its rollback's record was lost (Redis): this one is the roll forward's.
-                self._count([IncidentState.VERIFIED])
-            self._event(
-                target,
-                "ModelRollForwardVerified",
-                f"{incident.model} {version} healthy after roll forward, incident {incident.id}",
-            )
-            await self._save(incident)
-            return
-        await self._forward_failed(target, incident, verdict, "roll_forward_verification_failed")
-
-    async def _apply_forward(
-        self,
-        target: _Target,
-        incident: Incident,
-        revision: Revision,
-        marks: dict[str, str | None],
-    ) -> Applied | None:
-        """The forward write; None when the API server refused it (recorded, escalated)."""
-        assert target.executor and target.kube and target.workload
-        try:
-            applied = await target.executor.roll_forward(
-                target.kube, target.workload, revision, marks, dry_run=self.dry_run
-            )
-        except KubeConflict:
-            raise
-        except KubeError as e:
-            if isinstance(e, KubeUnavailable):
-                raise
-            now = self.clock()
-            reason = f"the API server refused the roll forward: {e}"
-            incident.add_event("failed", reason, at=now)
-            incident.add_event("escalated", reason, at=now)
-            self._event(target, "ModelRollForwardFailed", reason, "Warning")
-            await self._save(incident)
-            return None
-        if self.dry_run:
-            incident.add_event(
-                "dry_run", f"dry run: {applied.detail}; nothing changed", at=self.clock()
-            )
-            await self._save(incident)
-            return None
-        return applied
-
-    async def _unmark(self, target: _Target, revision: Revision) -> None:
-        """Remove the bad mark from the version a person vouched for (retried briefly)."""
-        assert target.executor and target.kube and target.workload
-        delay = 0.2
-        for attempt in range(1, _MARK_ATTEMPTS + 1):
-            try:
-                await target.executor.unmark_bad(target.kube, target.workload, revision)
-                return
-            except KubeError as e:
-                if attempt == _MARK_ATTEMPTS or isinstance(e, PermanentError):
-                    log.warning("could not remove the bad mark of %s: %s", revision.version, e)
-                    return
-                await asyncio.sleep(delay)
-                delay *= 2
-
-    async def _forward_failed(
-        self, target: _Target, incident: Incident, verdict: Verdict, reason: str
-    ) -> None:
-        """A roll forward (or a drill leg) that did not verify: pause the model, escalate."""
-        now = self.clock()
-        incident.add_event("verification_failed", verdict.reason, at=now)
-        if incidents.transition(incident, IncidentState.VERIFICATION_FAILED, reason):
-            self._count([IncidentState.VERIFICATION_FAILED])
-        await self._pause_model(target, incident, f"{reason.replace('_', ' ')} ({incident.id})")
-        incident.add_event("escalated", f"{reason.replace('_', ' ')}: {verdict.reason}", at=now)
-        self._event(
-            target,
-            "ModelRollbackVerificationFailed",
-            f"{incident.model}: {reason.replace('_', ' ')}: {verdict.reason}",
-            "Warning",
-        )
-        await self._save(incident)
-
-    # -- drills ------------------------------------------------------------------------------
-
-    async def _drill(self, job: Job, target: _Target) -> None:
-        """Back to rule 7's target (marking nothing bad), verify, forward to the original
-        version, verify again: one incident of kind ``drill`` with both legs' times.
-
-        Every step is idempotent on a re-drive: the incident's events say which legs are
-        done, the workload says whether a write already happened. A leg that fails to
-        verify pauses the model and escalates; a failed first leg still returns the model
-        to the version it served before the drill."""
-        incident = await self.store.get_incident(job.incident)
-        if incident is None:
-            incident = await self._drill_open(job, target)
-            if incident is None:
-                return
-        elif incident.state is not IncidentState.ACTING:
-            return  # finished already: a re-delivered job
-        back_ok = _has(incident, "healthy")
-        if not back_ok and not _has(incident, "verification_failed"):
-            back_ok = await self._drill_back(job, target, incident)
-            if back_ok is None:
-                return
-        await self._drill_forward(job, target, incident, back_ok=back_ok)
-
-    async def _drill_open(self, job: Job, target: _Target) -> Incident | None:
-        now = self.clock()
-        view = target.workload.view if target.workload is not None else None
-        facts = Facts(now=now, global_paused=self.global_paused(), workload_problem=target.problem)
-        decision = decide_drill(job, target.resolved, view, facts)
-        incident, entered = incidents.record_job(
-            None, job, decision, target.resolved, now=now, kind=IncidentKind.DRILL
-        )
-        assert incident is not None
-        self._count(entered)
-        audit.record_decision(
-            job,
-            decision,
-            incident,
-            policy_version=target.resolved.policy_version,
-            inputs=_inputs(target.workload, facts),
-        )
-        if decision.action is not Action.ROLLBACK or view is None or decision.target is None:
-            self._count(incidents.conclude(incident, decision, new=True, now=now))
-            self.metrics.drills.labels(result="refused").inc()
-            await self._save(incident)
-            return None
-        incident.target_version = decision.target.version
-        incident.target_revision = str(decision.target.number)
-        incident.times.acting = now
-        if incidents.transition(incident, IncidentState.ACTING, decision.reason):
-            self._count([IncidentState.ACTING])
-        # What the drill's writes change, to be put back by the forward leg.
-        previous = {key: view.annotations.get(key) for key in _DRILL_MARKS}
-        since = became_current(view)
-        incident.add_event(
-            "drill_started",
-            decision.detail,
-            at=now,
-            actor=job.actor,
-            previous=previous,
-            current_since=since.isoformat() if since else None,
-        )
-        await self._save(incident)
-        return incident
-
-    async def _drill_back(self, job: Job, target: _Target, incident: Incident) -> bool | None:
-        """The first leg; True when healthy, False when not, None when it stopped (refused)."""
-        assert target.executor and target.kube and target.workload
-        view = target.workload.view
-        if not _has(incident, "switched"):
-            now = self.clock()
-            applied_already = (
-                view.annotations.get(ours.INCIDENT) == incident.id
-                and view.serving_version != incident.bad_version
-            )
-            detail = f"drill: rolled back to {incident.target_version} (found applied)"
-            if not applied_already:
-                facts = Facts(now=now, global_paused=self.global_paused())
-                decision = decide_drill(job, target.resolved, view, facts)
-                if decision.action is not Action.ROLLBACK or decision.target is None:
-                    incident.add_event("refused", decision.detail, at=now)
-                    incidents.transition(incident, IncidentState.REFUSED, decision.reason)
-                    self._count([IncidentState.REFUSED])
-                    self.metrics.drills.labels(result="refused").inc()
-                    await self._save(incident)
-                    return None
-                marks: dict[str, str | None] = {ours.CURRENT_SINCE: None}
-                marks.update(
-                    ours.rollback_annotations(
-                        incident_id=incident.id,
-                        bad_version=incident.bad_version,
-                        bad_revision=incident.bad_revision,
-                        target_version=decision.target.version,
-                        target_revision=str(decision.target.number),
-                        at=now,
-                    )
-                )
-                applied = await target.executor.apply(
-                    target.kube, target.workload, decision, marks, dry_run=self.dry_run
-                )
-                if self.dry_run:
-                    incident.add_event("dry_run", f"dry run: {applied.detail}", at=now)
-                    incidents.transition(incident, IncidentState.NOTIFIED, "dry_run")
-                    await self._save(incident)
-                    return None
-                incident.target_version = decision.target.version
-                incident.target_revision = str(decision.target.number)
-                detail = f"drill: {applied.detail}"
-            incident.times.switched = now
-            incident.add_event("switched", detail, at=now, actor=job.actor)
-            self._event(
-                target,
-                "ModelRollbackDrill",
-                f"{incident.model} {incident.bad_version} -> {incident.target_version}"
-                f" (drill {incident.id}, by {job.actor}); rolling forward once verified",
-            )
-            await self._save(incident)
-        verdict = await self._health(target, incident.target_version or "")
-        now = self.clock()
-        if verdict.healthy:
-            incident.times.healthy = now
-            incident.add_event("healthy", verdict.reason or "healthy", at=now)
-            await self._save(incident)
-            return True
-        incident.add_event(
-            "verification_failed",
-            f"drill: {incident.target_version} not healthy: {verdict.reason}; returning to"
-            f" {incident.bad_version}",
-            at=now,
-        )
-        await self._save(incident)
-        return False
-
-    async def _drill_forward(
-        self, job: Job, target: _Target, incident: Incident, *, back_ok: bool
-    ) -> None:
-        """The second leg: back to the version that served before the drill, verified."""
-        assert target.executor and target.kube and target.resolved.model
-        executor, kube = target.executor, target.kube
-        if not _has(incident, "forward_started"):
-            started_at = self.clock()
-            workload = await executor.read(kube, target.resolved.model, http=self.session)
-            target.workload = workload
-            if workload.view.serving_version != incident.bad_version:
-                forward = executor.forward_target(workload)
-                if forward is None or forward.version != incident.bad_version:
-                    verdict = Verdict(
-                        False,
-                        f"the revision of {incident.bad_version} to return to was not found on"
-                        " the workload; restore it by hand (`kubectl rollout undo`)",
-                    )
-                    await self._drill_end(target, incident, verdict, back_ok=back_ok)
-                    return
-                started = next(e for e in incident.events if e.kind == "drill_started")
-                previous = started.data.get("previous") or {}
-                marks = {key: previous.get(key) for key in _DRILL_MARKS}
-                since = parse_time(started.data.get("current_since"))
-                marks[ours.CURRENT_SINCE] = (
-                    ours.current_since_value(incident.bad_version, since) if since else None
-                )
-                applied = await self._apply_forward(target, incident, forward, marks)
-                if applied is None:
-                    incidents.transition(incident, IncidentState.FAILED, "drill_failed")
-                    self.metrics.drills.labels(result="failed").inc()
-                    await self._save(incident)
-                    return
-            incident.add_event(
-                "forward_started",
-                f"drill: rolling forward to {incident.bad_version}",
-                at=started_at,
-                actor=job.actor,
-            )
-            await self._save(incident)
-        verdict = await self._health(target, incident.bad_version)
-        if verdict.healthy:
-            incident.add_event("forward_healthy", verdict.reason or "healthy", at=self.clock())
-        await self._drill_end(target, incident, verdict, back_ok=back_ok)
-
-    async def _drill_end(
-        self, target: _Target, incident: Incident, verdict: Verdict, *, back_ok: bool
-    ) -> None:
-        model = target.resolved.model
-        assert model is not None
-        if verdict.healthy and back_ok:
-            now = self.clock()
-            if incidents.transition(incident, IncidentState.VERIFIED, "drill_passed"):
-                self._count([IncidentState.VERIFIED])
-            self.metrics.drills.labels(result="passed").inc()
-            self.metrics.drill_last_success.labels(namespace=model.namespace, model=model.name).set(
-                now.timestamp()
-            )
-            self._event(
-                target,
-                "ModelRollbackDrillPassed",
-                f"{model.name}: drill {incident.id} passed: {incident.bad_version} ->"
-                f" {incident.target_version} -> {incident.bad_version}, each verified",
-            )
-            await self._save(incident)
-            return
-        self.metrics.drills.labels(result="failed").inc()
-        if not verdict.healthy:
-            await self._forward_failed(target, incident, verdict, "drill_failed")
-            return
-        # The forward leg is healthy but the first leg was not: the drill failed.
-        await self._forward_failed(
-            target,
-            incident,
-            Verdict(False, f"the rollback leg to {incident.target_version} did not verify"),
-            "drill_failed",
         )
 
     # -- records ----------------------------------------------------------------------------
@@ -918,7 +541,7 @@ class RollbackService:
                 log.warning("statistics of %s not counted: %s", incident.id, e)
                 return
 
-    def _event(self, target: _Target, reason: str, note: str, event_type: str = "Normal") -> None:
+    def _event(self, target: JobTarget, reason: str, note: str, event_type: str = "Normal") -> None:
         """Post an Event in the background: reporting never blocks the work."""
         if self.dry_run or target.kube is None or target.executor is None:
             return
@@ -936,39 +559,3 @@ class RollbackService:
                 event_type=event_type,
             ),
         )
-
-
-_DRILL_MARKS = (
-    ours.INCIDENT,
-    ours.CHANGED_AT,
-    ours.ROLLED_BACK_FROM,
-    ours.ROLLED_BACK_FROM_REVISION,
-    ours.ROLLED_BACK_TO,
-    ours.ROLLED_BACK_TO_REVISION,
-)
-"""The annotations a drill's first leg writes; its forward leg puts back what was there, so
-a drill leaves no trace on the workload (no cooldown, no bad mark, no last rollback), and
-records when the version became current before the drill (``current-since``)."""
-
-
-def _has(incident: Incident, kind: str) -> bool:
-    return any(e.kind == kind for e in incident.events)
-
-
-def _inputs(workload: Workload | None, facts: Facts) -> dict[str, Any]:
-    if workload is None:
-        return {"view": None, "problem": facts.workload_problem}
-    view = workload.view
-    return {
-        "workload": f"{view.namespace}/{view.name}",
-        "resource_version": view.resource_version,
-        "generation": view.generation,
-        "serving_version": view.serving_version,
-        "serving_revision": view.serving_revision,
-        "became_current_at": view.became_current_at.isoformat() if view.became_current_at else None,
-        "spec_paused": view.spec_paused,
-        "gitops": view.gitops,
-        "candidates": [(r.number, r.version, r.bad) for r in view.candidates],
-        "recent_rollbacks": len(facts.recent_rollbacks),
-        "global_paused": facts.global_paused,
-    }
