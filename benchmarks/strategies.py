@@ -29,10 +29,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
+import contextlib
+import gc
 import logging
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -88,6 +91,8 @@ class Stamps:
     kube: list[tuple[float, Any]] = field(default_factory=list)
     model: list[tuple[float, str, str, str]] = field(default_factory=list)  # (t, ns, target, route)
     completed: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    gone: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    """When a Deployment's last pod went (a canary scaled to zero)."""
 
 
 class StampedRequests(list):  # type: ignore[type-arg]
@@ -103,9 +108,15 @@ class StampedRequests(list):  # type: ignore[type-arg]
 
 
 class StampedStore(IndexedStore):
-    """Records when each Deployment's rollout turns complete."""
+    """Records when each Deployment's rollout turns complete; finds a watch's position in
+    the change history by bisection on the history itself (the stand-in copies every
+    resourceVersion into a new list first, for each watch at each change)."""
 
     stamps: Stamps | None = None
+
+    def changes_since(self, rv: int) -> Iterator[Any]:
+        start = bisect.bisect_right(self.history, rv, key=lambda change: change.rv)
+        yield from self.history[start:]
 
     def _commit(
         self, kind: str, obj: dict[str, Any], change_type: str, old: dict[str, Any] | None
@@ -121,11 +132,40 @@ class StampedStore(IndexedStore):
             meta = obj["metadata"]
             key = (meta.get("namespace", ""), meta["name"])
             self.stamps.completed.setdefault(key, []).append(time.time())
+        if (
+            self.stamps is not None
+            and kind == "deployments"
+            and old is not None
+            and (old.get("status") or {}).get("replicas")
+            and not (obj.get("status") or {}).get("replicas")
+        ):
+            meta = obj["metadata"]
+            key = (meta.get("namespace", ""), meta["name"])
+            self.stamps.gone.setdefault(key, []).append(time.time())
         return result
 
 
+class WatchEndingKube(KubeStandIn):
+    """Ends a watch when its client goes away, as the API server does. The stand-in's
+    handler (aiohttp does not cancel handlers on disconnect) would otherwise keep scanning
+    every change for a closed connection until ``timeoutSeconds``: with one watch per
+    verification, hundreds of them."""
+
+    async def _watch(self, request: web.Request, resource: Any, namespace: str | None) -> Any:
+        serving = asyncio.ensure_future(super()._watch(request, resource, namespace))
+        while not serving.done():
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                serving.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                    await serving
+                return web.Response(status=499)
+            await asyncio.wait({serving}, timeout=0.05)
+        return serving.result()
+
+
 def stamped_kube(stamps: Stamps) -> KubeStandIn:
-    kube = KubeStandIn(step=0.01)
+    kube = WatchEndingKube(step=0.01)
     store = StampedStore()
     store.stamps = stamps
     kube.store = store
@@ -314,6 +354,11 @@ async def run_phase(strategy: str, count: int, tmpdir: Path) -> Phase:
         started = time.perf_counter()
         version = await seed_strategy(kube, strategy, warm + models)
         seeded = time.perf_counter() - started
+        # The stand-in's objects and change history live in this process (a receiver in
+        # production holds none of them): keep the collector from walking them in the
+        # middle of a measured switch.
+        gc.collect()
+        gc.freeze()
         policy = tmpdir / f"{strategy}.yaml"
         policy.write_text(
             yaml.safe_dump(
@@ -369,6 +414,7 @@ async def run_phase(strategy: str, count: int, tmpdir: Path) -> Phase:
             incidents = await all_incidents(session, app_url)
         return Phase(strategy, models, incidents, stamps, verdicts, seeded)
     finally:
+        gc.unfreeze()
         if runner is not None:
             await runner.cleanup()
         await oip.close()
@@ -412,7 +458,7 @@ def ms(values: list[float], target: float | None = None) -> str:
     return line
 
 
-def report(phase: Phase) -> None:
+def report(phase: Phase, *, trace: bool = False) -> None:
     measured = {m.name: m for m in phase.models}
     stamps = phase.stamps
     rows: dict[str, list[float]] = {}
@@ -421,6 +467,7 @@ def report(phase: Phase) -> None:
         if value is not None:
             rows.setdefault(name, []).append(value)
 
+    slowest: tuple[float, str, float, float] | None = None
     states: dict[str, int] = {}
     model_stamps = [(t, (ns, target, rest)) for t, ns, target, rest in stamps.model]
     for inc in phase.incidents:
@@ -445,6 +492,9 @@ def report(phase: Phase) -> None:
             restored = m.name
         write = first_after(stamps.kube, r, lambda rec, p=write_path: is_write(rec, p))
         add("received -> write applied", write - r if write else None)
+        end = healthy.timestamp() if healthy is not None else r + 30
+        if write is not None and (slowest is None or write - r > slowest[0]):
+            slowest = (write - r, ns, r, end)
         if healthy is not None:
             add("received -> healthy", healthy.timestamp() - r)
         if write is None:
@@ -471,17 +521,20 @@ def report(phase: Phase) -> None:
         probe = first_after(
             model_stamps, write, lambda item, n=ns, tg=target: item[0] == n and item[1] == tg
         )
-        done = next((t for t in stamps.completed.get((ns, restored), []) if t >= write), None)
+        # What verification waits for: the restored rollout complete, or the canary gone.
+        moments = stamps.gone if phase.strategy == "canary" else stamps.completed
+        done = next((t for t in moments.get((ns, restored), []) if t >= write), None)
         watch = first_after(
             stamps.kube,
             write,
             lambda rec, n=ns: rec.query.get("watch") == "true" and n in rec.path,
         )
         add("  PATCH -> watch opened", watch - write if watch else None)
+        what = "canary's last pod gone" if phase.strategy == "canary" else "rollout complete"
         if done is not None:
-            add("  PATCH -> rollout complete in the stand-in (controller)", done - write)
+            add(f"  PATCH -> {what} in the stand-in (controller)", done - write)
             if probe is not None:
-                add("rollout complete -> noticed (first probe)", probe - done)
+                add(f"{what} -> noticed (first probe)", probe - done)
         elif probe is not None:
             add("  PATCH -> first probe", probe - write)
         if probe is not None and healthy is not None:
@@ -500,9 +553,17 @@ def report(phase: Phase) -> None:
     }
     for name, values in rows.items():
         print(f"  {name:58s} {ms(values, targets.get((phase.strategy, name)))}")
+    if trace and slowest is not None:
+        _, ns, r, end = slowest
+        print(f"  timeline of the slowest switch ({ns}), ms after received:")
+        lines = [(t, f"API {rec.method} {rec.path}") for t, rec in stamps.kube if ns in rec.path]
+        lines += [(t, f"model server {tg} {rest}") for t, n, tg, rest in stamps.model if n == ns]
+        for t, line in sorted(lines):
+            if r - 0.01 <= t <= end + 0.05:
+                print(f"    {(t - r) * 1000:8.1f}  {line}")
 
 
-async def main_async(count: int, only: list[str]) -> None:
+async def main_async(count: int, only: list[str], trace: bool = False) -> None:
     print_facts()
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
@@ -514,7 +575,7 @@ async def main_async(count: int, only: list[str]) -> None:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
         for strategy in only:
             (tmpdir / strategy).mkdir()
-            report(await run_phase(strategy, count, tmpdir))
+            report(await run_phase(strategy, count, tmpdir), trace=trace)
 
 
 def main() -> None:
@@ -522,13 +583,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     parser.add_argument("--models", type=int, default=None)
     parser.add_argument("--only", default=",".join(STRATEGIES))
+    parser.add_argument("--trace", action="store_true", help="the slowest switch's timeline")
     args = parser.parse_args()
     only = [s for s in args.only.split(",") if s]
     unknown = set(only) - set(STRATEGIES)
     if unknown:
         raise SystemExit(f"unknown strategies {sorted(unknown)}; choose from {STRATEGIES}")
     started = time.perf_counter()
-    asyncio.run(main_async(args.models or (10 if args.quick else 200), only))
+    asyncio.run(main_async(args.models or (10 if args.quick else 200), only, args.trace))
     print(f"  total {time.perf_counter() - started:.1f}s")
 
 

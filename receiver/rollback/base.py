@@ -127,9 +127,10 @@ class Executor(Protocol):
         """How far the restored version's rollout is, as kubectl would judge it."""
 
     def watch_rollout(self, kube: KubeClient, model: ModelPolicy) -> AsyncIterator[RolloutStatus]:
-        """The rollout as judged from the watched Deployment alone, at each of its changes:
-        a hint that ``rollout`` is worth reading now (it also counts the pods), not a
-        verdict. Raises KubeError subclasses when the watch cannot go on."""
+        """The rollout at each change of the Deployment it waits for. A ``done`` or
+        ``failed`` answer is final, judged as ``rollout`` would (pods included); one still
+        waiting may come from the watched object alone. Raises KubeError subclasses when
+        the watch cannot go on."""
 
     async def annotate(
         self, kube: KubeClient, model: ModelPolicy, annotations: Mapping[str, str | None]

@@ -192,9 +192,23 @@ class BlueGreen:
         )
 
     async def _slots(self, kube: KubeClient, model: ModelPolicy) -> Slots:
+        """The Service and both slots' Deployments, read at once (the slots' names are in
+        the policy, so the Service's answer is not waited for)."""
         names = _slot_names(model)
         service_name = _service_name(model)
-        service = await kube.get_service(model.namespace, service_name)
+
+        async def slot(name: str) -> Mapping[str, Any] | None:
+            try:
+                return await kube.get_deployment(model.namespace, name)
+            except KubeNotFound:
+                return None
+
+        service, blue, green = await asyncio.gather(
+            kube.get_service(model.namespace, service_name),
+            slot(names["blue"]),
+            slot(names["green"]),
+        )
+        deployments = {"blue": blue, "green": green}
         active_slot = selected_slot(service)
         if active_slot not in names:
             selector = (service.get("spec") or {}).get("selector") or {}
@@ -204,23 +218,20 @@ class BlueGreen:
                 f" {', '.join(sorted(names))}: set the selector's {SLOT_LABEL} to the slot"
                 " that serves"
             )
-        standby_slot = next(slot for slot in sorted(names) if slot != active_slot)
-
-        async def standby() -> Mapping[str, Any] | None:
-            try:
-                return await kube.get_deployment(model.namespace, names[standby_slot])
-            except KubeNotFound:
-                return None
-
-        active, standby_deployment = await asyncio.gather(
-            kube.get_deployment(model.namespace, names[active_slot]), standby()
-        )
+        active = deployments[active_slot]
+        if active is None:
+            raise KubeNotFound(
+                f"get deployment {model.namespace}/{names[active_slot]}: the Deployment of the"
+                f" active slot {active_slot} does not exist",
+                status=404,
+            )
+        standby_slot = next(s for s in sorted(names) if s != active_slot)
         return Slots(
             service=service,
             active_slot=active_slot,
             active=active,
             standby_slot=standby_slot,
-            standby=standby_deployment,
+            standby=deployments[standby_slot],
             standby_name=names[standby_slot],
         )
 

@@ -36,7 +36,7 @@ from receiver.kinds.deployment import (
 from receiver.models import Revision, RolloutStatus, WorkloadView
 from receiver.policy import CanarySpec, ModelPolicy
 from receiver.rollback.base import Applied, Preflight, Probe, Workload
-from receiver.rollback.reads import deployment_rollout, watch_deployment_rollout
+from receiver.rollback.reads import deployment_rollout
 
 __all__ = ["Canary", "canary_gone", "canary_view"]
 
@@ -239,12 +239,16 @@ class Canary:
         self, kube: KubeClient, model: ModelPolicy
     ) -> AsyncIterator[RolloutStatus]:
         # The stable does not change; the canary's pods going away is what is waited for.
-        watched = watch_deployment_rollout(
-            kube, model.namespace, _spec(model).deployment, canary_gone
-        )
+        spec = _spec(model)
+        watched = kube.watch_deployment(model.namespace, spec.deployment)
         async with contextlib.aclosing(watched) as changes:
-            async for status in changes:
-                yield status
+            async for canary in changes:
+                gone = canary_gone(canary)
+                if not gone.done:
+                    yield gone
+                    continue
+                stable = await deployment_rollout(kube, model.namespace, spec.stable)
+                yield stable if not stable.done else gone
 
     async def annotate(
         self, kube: KubeClient, model: ModelPolicy, annotations: Mapping[str, str | None]

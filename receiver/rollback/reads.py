@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from receiver.clients.k8s import KubeClient
@@ -21,9 +21,14 @@ __all__ = ["deployment_rollout", "watch_deployment_rollout"]
 
 async def deployment_rollout(kube: KubeClient, namespace: str, name: str) -> RolloutStatus:
     """The Deployment's rollout as ``kubectl rollout status`` judges it, and no pod of an
-    older template left (the Deployment, then its ReplicaSets and its pods at once: two
-    round trips, since the moment a rollout completes waits on them)."""
-    deployment = await kube.get_deployment(namespace, name)
+    older template left (the Deployment, then its ReplicaSets and its pods at once)."""
+    return await _with_pods(kube, await kube.get_deployment(namespace, name))
+
+
+async def _with_pods(kube: KubeClient, deployment: Mapping[str, Any]) -> RolloutStatus:
+    """``rollout_status`` of a Deployment already read, with its ReplicaSets and pods
+    listed at once: the old pods only the pod list shows."""
+    namespace = str((deployment.get("metadata") or {}).get("namespace", ""))
     selector = selector_string(deployment.get("spec", {}).get("selector"))
     if not selector:
         return rollout_status(deployment, [])
@@ -36,12 +41,13 @@ async def deployment_rollout(kube: KubeClient, namespace: str, name: str) -> Rol
 
 
 async def watch_deployment_rollout(
-    kube: KubeClient,
-    namespace: str,
-    name: str,
-    judge: Callable[[Mapping[str, Any]], RolloutStatus] = rollout_status,
+    kube: KubeClient, namespace: str, name: str
 ) -> AsyncIterator[RolloutStatus]:
-    """``judge`` of the Deployment at each of its changes (the first from a fresh read)."""
+    """The Deployment's rollout at each of its changes (the first from a fresh read),
+    judged as ``deployment_rollout`` judges it: while the watched object shows the rollout
+    unfinished, from the object alone; once it looks complete, with its pods listed too,
+    so a complete answer is final and saves verification a read."""
     async with contextlib.aclosing(kube.watch_deployment(namespace, name)) as changes:
         async for deployment in changes:
-            yield judge(deployment)
+            status = rollout_status(deployment)
+            yield await _with_pods(kube, deployment) if status.done else status

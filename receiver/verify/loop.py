@@ -2,8 +2,8 @@
 
 The caller passes readers (a rollout status, a probe, the rollout's changes) built by the
 strategy, so this module judges time only: it neither talks to Kubernetes nor knows a kind.
-A watch tells the moment the rollout may be complete, so the probes start at once instead
-of at the next tick of a poll; polling stays as the fallback when the watch breaks.
+A watch tells the moment the rollout is complete, so the probes start at once instead of
+at the next tick of a poll; polling stays as the fallback when the watch breaks.
 """
 
 from __future__ import annotations
@@ -27,11 +27,12 @@ alone cannot show (an old pod that terminates) must not wait for the deadline.""
 
 
 class _Wakeup:
-    """Follows the rollout's changes in the background and wakes the wait when one looks
-    complete (or failed); remembers whether the watch is still running."""
+    """Follows the rollout's changes in the background and wakes the wait with a final
+    answer (complete or failed); remembers whether the watch is still running."""
 
     def __init__(self, changes: Callable[[], AsyncIterator[RolloutStatus]] | None) -> None:
         self.event = asyncio.Event()
+        self.final: RolloutStatus | None = None
         self.watching = changes is not None
         self._task = (
             asyncio.create_task(self._follow(changes), name="verify-watch")
@@ -42,16 +43,19 @@ class _Wakeup:
     async def _follow(self, changes: Callable[[], AsyncIterator[RolloutStatus]]) -> None:
         try:
             async with contextlib.aclosing(changes()) as stream:
-                async for hint in stream:
-                    if hint.done or hint.failed:
+                async for status in stream:
+                    if status.done or status.failed:
+                        self.final = status
                         self.event.set()
+                        return
         except ReceiverError as exc:
             logger.info("the rollout watch ended, polling instead: %s", exc)
         except Exception:
             # A watch is an optimisation: whatever broke it, polling still verifies.
             logger.warning("the rollout watch failed, polling instead", exc_info=True)
-        self.watching = False
-        self.event.set()
+        finally:
+            self.watching = False
+            self.event.set()
 
     async def wait(self, poll_interval: float, watch_fallback: float, remaining: float) -> None:
         """Until the watch says the rollout may be done, or the next poll is due."""
@@ -80,9 +84,10 @@ async def verify(
 ) -> Verdict:
     """Wait for the rollout to complete, then for the probe to pass, within ``timeout``.
 
-    With ``changes`` (a watch of the rollout's object), the rollout is read again as soon
-    as a change looks complete, and every ``watch_fallback`` seconds besides; without it,
-    or once it has ended, every ``poll_interval``. A model server may need a while to load
+    With ``changes`` (a watch of the rollout), its first complete (or failed) answer ends
+    the wait for the rollout at once, and the rollout is still read every
+    ``watch_fallback`` seconds meanwhile; without it, or once it has ended, every
+    ``poll_interval``. A model server may need a while to load
     after its pod is ready, so a failing probe is retried every ``poll_interval`` until
     the deadline. A failed rollout (progress deadline exceeded, paused) ends at once. Past
     the deadline the verdict reads ``timed out after Ns: <last reason>``. A
@@ -111,6 +116,12 @@ async def verify(
             cut = asyncio.timeout(remaining)
             try:
                 async with cut:
+                    if not rollout_done and wakeup.final is not None:
+                        # The watch's answer is final (judged with the pods): no re-read.
+                        status = wakeup.final
+                        if status.failed:
+                            return Verdict(False, f"rollout failed: {status.message}")
+                        rollout_done = True
                     if not rollout_done:
                         try:
                             status = await read_rollout()

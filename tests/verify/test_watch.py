@@ -18,7 +18,7 @@ from receiver.policy import parse_policy
 from receiver.rollback import executor_for
 from receiver.verify.loop import verify
 from tests.conftest import wait_for
-from tests.verify.test_loop import DONE, HEALTHY, WAITING, Script
+from tests.verify.test_loop import DEADLINE, DONE, HEALTHY, WAITING, Script
 
 NS, NAME = "ml-prod", "fraud-scorer"
 WATCH_PATH = f"/apis/apps/v1/namespaces/{NS}/deployments"
@@ -127,18 +127,22 @@ async def test_the_strategy_watch_judges_each_change_as_a_rollout(kube, client):
 # --- verification woken by the watch --------------------------------------------------------
 
 
-async def test_a_complete_change_wakes_verification_before_any_poll_is_due():
+async def test_a_complete_answer_of_the_watch_ends_the_wait_before_any_poll_is_due():
     first_read = asyncio.Event()
-    reads = Script([WAITING, DONE], on_call=first_read.set)
+    reads = Script([WAITING], on_call=first_read.set)
     probe = Script([HEALTHY])
+    closed = asyncio.Event()
 
     async def changes() -> AsyncIterator[RolloutStatus]:
-        yield WAITING
-        await first_read.wait()
-        yield DONE
-        await asyncio.Event().wait()  # the watch stays open until verification ends
+        try:
+            yield WAITING
+            await first_read.wait()
+            yield DONE
+            await asyncio.Event().wait()
+        finally:
+            closed.set()
 
-    # Polls are an hour apart: only the watch can bring the second read.
+    # Polls are an hour apart: only the watch can end the wait; its answer is final.
     verdict = await asyncio.wait_for(
         verify(
             read_rollout=reads,
@@ -151,7 +155,29 @@ async def test_a_complete_change_wakes_verification_before_any_poll_is_due():
         GUARD_SECONDS,
     )
     assert verdict == HEALTHY
-    assert reads.calls == 2 and probe.calls == 1
+    assert reads.calls == 1 and probe.calls == 1
+    assert closed.is_set(), "the watch is closed once it has answered"
+
+
+async def test_a_failed_answer_of_the_watch_ends_verification():
+    reads = Script([WAITING])
+
+    async def changes() -> AsyncIterator[RolloutStatus]:
+        yield DEADLINE
+
+    verdict = await asyncio.wait_for(
+        verify(
+            read_rollout=reads,
+            probe=Script([HEALTHY]),
+            timeout=3600,
+            poll_interval=3600,
+            watch_fallback=3600,
+            changes=changes,
+        ),
+        GUARD_SECONDS,
+    )
+    assert not verdict.healthy
+    assert verdict.reason == f"rollout failed: {DEADLINE.message}"
 
 
 async def test_a_broken_watch_falls_back_to_polling():
