@@ -30,7 +30,7 @@ from receiver.errors import ConfigError
 ENV_PREFIX = "RECEIVER_"
 
 # A Slack user id (U…, or W… on Enterprise Grid) or user group id (S…).
-_SLACK_ALLOWED_RE = re.compile(r"^[UWS][A-Z0-9]{2,30}$")
+_SLACK_ALLOWED_RE = re.compile(r"^[UWS][A-Z0-9]{1,30}$")
 
 
 class LogFormat(StrEnum):
