@@ -24,7 +24,7 @@ import aiohttp
 from receiver import annotations as ours
 from receiver.clients.k8s import KubeClient
 from receiver.decide import Decision
-from receiver.errors import ConfigError, KubeConflict, KubeError, KubeNotFound, KubeUnavailable
+from receiver.errors import ConfigError, KubeNotFound
 from receiver.kinds.deployment import (
     available_replicas,
     gitops_manager,
@@ -35,8 +35,8 @@ from receiver.kinds.deployment import (
 )
 from receiver.models import Revision, RolloutStatus, WorkloadView
 from receiver.policy import CanarySpec, ModelPolicy
-from receiver.rollback.base import Applied, Preflight, Probe, Workload
-from receiver.rollback.reads import deployment_rollout
+from receiver.rollback.base import Applied, Preflight, Workload
+from receiver.rollback.reads import deployment_rollout, preflight
 
 __all__ = ["Canary", "canary_gone", "canary_view"]
 
@@ -274,29 +274,13 @@ class Canary:
     async def readiness(
         self, kube: KubeClient, model: ModelPolicy, session: aiohttp.ClientSession
     ) -> Preflight:
-        """The workload reads, its target passes the strategy's pre-check, and the API
-        server accepts the rollback's own PATCH in a dry run (``dryRun=All``)."""
-        try:
-            workload = await self.read(kube, model, http=session)
-        except KubeUnavailable:
-            raise
-        except (KubeError, ConfigError) as e:
-            return Preflight((f"cannot read the workload of {model.namespace}/{model.name}: {e}",))
-        view = workload.view
-        problems = [view.target_problem] if view.target_problem else []
-        target = view.candidates[0] if view.candidates else None
-        try:
-            await self._dry_run(kube, workload)
-        except KubeConflict:
-            problems.append("the workload changed during the dry run; the next check will retry")
-        except KubeUnavailable:
-            raise
-        except KubeError as e:
-            problems.append(f"the API server refused the rollback's PATCH in a dry run: {e}")
-        probes = ()
-        if model.health.base_url and view.serving_version:
-            probes = (Probe("service", model.health.base_url, view.serving_version),)
-        return Preflight(tuple(problems), view, target, probes)
+        """The workload reads, its target passes the pre-check, and the rollback's own
+        PATCH is accepted in a dry run (``reads.preflight``)."""
+        return await preflight(
+            lambda: self.read(kube, model, http=session),
+            lambda workload: self._dry_run(kube, workload),
+            model,
+        )
 
     async def _dry_run(self, kube: KubeClient, workload: Workload) -> None:
         canary = workload.objects["deployment"]

@@ -1,4 +1,5 @@
-"""Reads every strategy makes of a Deployment it verifies: its rollout, polled or watched.
+"""Reads every strategy makes of a Deployment it verifies: its rollout, polled or watched,
+and the readiness check of the strategies with a fixed target.
 
 Shared by the strategies (which do not import each other): the rollout as kubectl judges
 it, with the pods counted, and the watch of the same Deployment that tells when reading it
@@ -9,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from receiver.clients.k8s import KubeClient
+from receiver.errors import ConfigError, KubeConflict, KubeError, KubeUnavailable
 from receiver.kinds.deployment import current_template_hash, rollout_status, selector_string
 from receiver.models import RolloutStatus
+from receiver.policy import ModelPolicy
+from receiver.rollback.base import Preflight, Probe, Workload
 
-__all__ = ["deployment_rollout", "watch_deployment_rollout"]
+__all__ = ["deployment_rollout", "preflight", "watch_deployment_rollout"]
 
 
 async def deployment_rollout(kube: KubeClient, namespace: str, name: str) -> RolloutStatus:
@@ -51,3 +55,35 @@ async def watch_deployment_rollout(
         async for deployment in changes:
             status = rollout_status(deployment)
             yield await _with_pods(kube, deployment) if status.done else status
+
+
+async def preflight(
+    read: Callable[[], Awaitable[Workload]],
+    dry_run: Callable[[Workload], Awaitable[object]],
+    model: ModelPolicy,
+) -> Preflight:
+    """Readiness of a strategy whose target is fixed (a standby slot, a stable Deployment):
+    the workload reads, its target passes the strategy's pre-check (``target_problem``),
+    and the API server accepts the rollback's own PATCH in a dry run (``dryRun=All``).
+    ``KubeUnavailable`` propagates: Kubernetes could not tell."""
+    try:
+        workload = await read()
+    except KubeUnavailable:
+        raise
+    except (KubeError, ConfigError) as e:
+        return Preflight((f"cannot read the workload of {model.namespace}/{model.name}: {e}",))
+    view = workload.view
+    problems = [view.target_problem] if view.target_problem else []
+    target = view.candidates[0] if view.candidates else None
+    try:
+        await dry_run(workload)
+    except KubeConflict:
+        problems.append("the workload changed during the dry run; the next check will retry")
+    except KubeUnavailable:
+        raise
+    except KubeError as e:
+        problems.append(f"the API server refused the rollback's PATCH in a dry run: {e}")
+    probes: tuple[Probe, ...] = ()
+    if model.health.base_url and view.serving_version:
+        probes = (Probe("service", model.health.base_url, view.serving_version),)
+    return Preflight(tuple(problems), view, target, probes)
