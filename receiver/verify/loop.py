@@ -109,6 +109,7 @@ async def verify(
             if remaining <= 0:
                 return timed_out()
             running = "the probe" if rollout_done else "the rollout read"
+            probed = False
             # A change seen from here on is newer than the read below: it wakes the wait.
             wakeup.event.clear()
             # Cut a hanging read or probe at the deadline; this is the only TimeoutError
@@ -144,6 +145,12 @@ async def verify(
                         if verdict.healthy:
                             return verdict
                         last = verdict
+                        # Not healthy yet: read the rollout again before the next probe, so
+                        # a template changed meanwhile (a person's deploy) is seen, not
+                        # latched as done.
+                        rollout_done = False
+                        wakeup.final = None
+                        probed = True
             except TimeoutError:
                 if not cut.expired():
                     raise
@@ -153,7 +160,7 @@ async def verify(
             if remaining <= 0:
                 return timed_out()
             logger.debug("verification continues: %s", last.reason)
-            if rollout_done:
+            if probed:  # the probe answered: the model may still be loading
                 await asyncio.sleep(min(poll_interval, remaining))
             else:
                 await wakeup.wait(poll_interval, watch_fallback, remaining)

@@ -82,14 +82,26 @@ async def test_the_probe_runs_only_once_the_rollout_is_complete() -> None:
     assert calls == [("read", 0), ("read", 0), ("read", 0)]
 
 
-async def test_a_complete_rollout_is_not_read_again_while_the_model_loads() -> None:
+async def test_the_rollout_is_read_again_before_each_new_probe_while_the_model_loads() -> None:
     reads = Script([DONE])
     probe = Script([NOT_LOADED, NOT_LOADED, HEALTHY])
 
     verdict = await run(reads, probe)
 
     assert verdict == HEALTHY
-    assert (reads.calls, probe.calls) == (1, 3)
+    assert (reads.calls, probe.calls) == (3, 3)
+
+
+async def test_a_template_changed_after_the_rollout_completed_is_waited_for_again() -> None:
+    # Done, the model not loaded yet; meanwhile a person deploys: the rollout runs again.
+    calls: list[str] = []
+    reads = Script([DONE, WAITING, WAITING, DONE], on_call=lambda: calls.append("read"))
+    probe = Script([NOT_LOADED, HEALTHY], on_call=lambda: calls.append("probe"))
+
+    verdict = await run(reads, probe)
+
+    assert verdict == HEALTHY
+    assert calls == ["read", "probe", "read", "read", "read", "probe"]
 
 
 async def test_a_failed_rollout_ends_at_once_without_probing() -> None:
