@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from receiver.models import ROOT_CAUSES
 from tests.control.conftest import event_kinds, get, post
-from tests.worker.test_rollback import deliver, wait_state
+from tests.worker.conftest import deliver, wait_state
 
 
 async def test_acknowledge_keeps_the_state_and_records_who_when_why(world, delivery):

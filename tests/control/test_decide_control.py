@@ -19,7 +19,7 @@ from receiver.decide import (
 )
 from receiver.models import Job, JobKind
 from receiver.policy import parse_policy, resolve
-from tests.decide.test_decide import (
+from tests.decide.helpers import (
     AFTER_OUR_UNDO,
     BECAME,
     NOW,

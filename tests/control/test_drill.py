@@ -14,8 +14,7 @@ from tests.control.conftest import (
     wait_incident,
     wait_listed,
 )
-from tests.worker.conftest import MODEL, NS, serving_version, write_policy
-from tests.worker.test_rollback import deliver
+from tests.worker.conftest import MODEL, NS, deliver, serving_version, write_policy
 
 DRILL = f"/api/models/{NS}/{MODEL}/drill"
 

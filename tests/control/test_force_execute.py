@@ -18,10 +18,11 @@ from tests.worker.conftest import (
     NS,
     alert_started,
     backdate_current,
+    deliver,
     serving_version,
+    wait_state,
     write_policy,
 )
-from tests.worker.test_rollback import deliver, wait_state
 
 FORCE = f"/api/models/{NS}/{MODEL}/rollback"
 

@@ -18,8 +18,7 @@ from tests.control.conftest import (
     template_changes,
     wait_incident,
 )
-from tests.worker.conftest import MODEL, NS, serving_version
-from tests.worker.test_rollback import deliver, wait_state
+from tests.worker.conftest import MODEL, NS, deliver, serving_version, wait_state
 
 PAUSE = f"/api/models/{NS}/{MODEL}/pause"
 RESUME = f"/api/models/{NS}/{MODEL}/resume"

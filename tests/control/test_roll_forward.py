@@ -13,8 +13,7 @@ from tests.control.conftest import (
     template_changes,
     wait_incident,
 )
-from tests.worker.conftest import MODEL, NS, serving_version, write_policy
-from tests.worker.test_rollback import deliver, wait_state
+from tests.worker.conftest import MODEL, NS, deliver, serving_version, wait_state, write_policy
 
 ROLL_FORWARD = f"/api/models/{NS}/{MODEL}/roll-forward"
 

@@ -9,8 +9,7 @@ from receiver import stats
 from receiver.models import Acknowledgement, Incident, IncidentKind, IncidentState
 from receiver.store import MemoryStore
 from tests.control.conftest import get, post, wait_incident, wait_listed
-from tests.worker.conftest import MODEL, NS, write_policy
-from tests.worker.test_rollback import deliver
+from tests.worker.conftest import MODEL, NS, deliver, write_policy
 
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 

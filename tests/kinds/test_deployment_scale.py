@@ -18,8 +18,8 @@ from receiver.kinds.deployment import (
     spec_replicas,
     template_version,
 )
+from tests.kinds.helpers import recorded
 from tests.kinds.recorded import load
-from tests.kinds.test_service import recorded
 from tests.standins.kube.patch import apply_merge_patch
 
 

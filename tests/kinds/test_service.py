@@ -4,9 +4,7 @@ recorded API objects (../shared/fixtures/kubernetes: 059 GET, 121 merge-patched)
 from __future__ import annotations
 
 import copy
-import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,14 +16,8 @@ from receiver.kinds.service import (
     service_annotations,
     switch_patch,
 )
+from tests.kinds.helpers import recorded
 from tests.standins.kube.patch import apply_merge_patch
-
-KUBE_FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "kubernetes"
-
-
-def recorded(seq: str) -> Any:
-    (path,) = KUBE_FIXTURES.glob(f"{seq}-*.json")
-    return json.loads(path.read_text())["response"]["body"]
 
 
 def with_selector(selector: dict[str, str] | None) -> dict[str, Any]:

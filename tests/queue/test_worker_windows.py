@@ -23,7 +23,7 @@ from receiver.models import Job
 from receiver.store import CONSUMER_GROUP, RedisStore, model_key
 from receiver.worker import JobContext, Readiness, supervise
 from tests.conftest import REDIS_URL, wait_for
-from tests.queue.test_workers import job, pool, running
+from tests.queue.helpers import job, pool, running
 
 FRAUD = "ml-prod/fraud-scorer"
 

@@ -4,61 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC, datetime
 
-from receiver.metrics import Metrics
-from receiver.models import Job
 from receiver.store import RedisStore
-from receiver.worker import Readiness, WorkerPool
 from tests.conftest import REDIS_URL, wait_for
+from tests.queue.helpers import job, pool, running
 from tests.webhook.conftest import RecordingHandler
-
-
-def job(n: int, model: str = "fraud-scorer") -> Job:
-    return Job(
-        dedup_key=f"fp{n}|t|firing",
-        received_at=datetime.now(UTC),
-        labels={"namespace": "ml-prod", "model": model, "model_version": "v3"},
-    )
-
-
-def pool(
-    store,
-    handler,
-    *,
-    lease: float = 0.6,
-    consumer: str,
-    concurrency: int = 4,
-    readiness: Readiness | None = None,
-) -> WorkerPool:
-    if readiness is None:
-        readiness = Readiness()
-        readiness.event.set()
-    return WorkerPool(
-        store,
-        handler,
-        metrics=Metrics(),
-        readiness=readiness,
-        lease_seconds=lease,
-        concurrency=concurrency,
-        consumer=consumer,
-        read_block_seconds=0.1,
-    )
-
-
-@contextlib.asynccontextmanager
-async def running(*pools: WorkerPool):
-    tasks = [asyncio.create_task(p.run()) for p in pools]
-    try:
-        yield
-    finally:
-        for p in pools:
-            p.stop()
-        await asyncio.wait(tasks, timeout=5)
-        for t in tasks:
-            t.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
 
 
 async def test_a_consumer_killed_after_taking_a_job_is_replaced_by_another(key_prefix):

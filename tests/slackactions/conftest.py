@@ -13,8 +13,7 @@ import pytest
 from receiver import keys
 from tests.control.conftest import incident, wait_incident  # noqa: F401 - shared helpers
 from tests.standins.slack import SIGNING_SECRET, Message, SlackStandIn
-from tests.worker.conftest import World, world, write_policy  # noqa: F401 - the fixture
-from tests.worker.test_rollback import deliver, wait_state
+from tests.worker.conftest import World, deliver, wait_state, world, write_policy  # noqa: F401 - the fixture
 
 ALICE = "U0ALICE001"
 BOB = "U0BOB00001"

@@ -11,7 +11,7 @@ from typing import Any
 
 from receiver import annotations as ours
 from receiver.web.models import Views
-from tests.status.test_sign_in import session_of
+from tests.status.helpers import session_of
 from tests.worker.conftest import MODEL, NS
 
 STATS = {

@@ -15,8 +15,8 @@ from receiver.models import Job
 from receiver.policy import parse_policy, resolve
 from receiver.rollback.blue_green import Slots, blue_green_view, standby_problem
 from receiver.rollback.canary import canary_gone, canary_view
+from tests.kinds.helpers import recorded
 from tests.kinds.recorded import load
-from tests.kinds.test_service import recorded
 
 VERSION = "app.kubernetes.io/version"
 

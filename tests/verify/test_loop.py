@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -17,11 +17,8 @@ from receiver.verify.loop import verify
 from receiver.verify.probe import probe_model
 from tests.kinds.recorded import load
 from tests.standins.model_server import MakeModelServer
+from tests.verify.helpers import DEADLINE, DONE, HEALTHY, WAITING, Script
 
-WAITING = RolloutStatus(False, False, "Waiting for deployment spec update to be observed...")
-DONE = RolloutStatus(True, False, 'deployment "fraud-scorer" successfully rolled out')
-DEADLINE = RolloutStatus(False, True, 'deployment "fraud-scorer" exceeded its progress deadline')
-HEALTHY = Verdict(True, "fraud-scorer v2 is healthy (5 checks passed)")
 NOT_LOADED = Verdict(False, "model_ready check failed (GET http://m/v2/models/x/ready): 503")
 
 
@@ -33,27 +30,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class Script:
-    """An async callable answering the scripted values in turn, then the last one forever.
-
-    Exceptions in the script are raised; ``on_call`` runs before each answer.
-    """
-
-    def __init__(self, answers: Sequence[Any], on_call: Callable[[], None] | None = None) -> None:
-        self.answers = list(answers)
-        self.calls = 0
-        self.on_call = on_call
-
-    async def __call__(self) -> Any:
-        if self.on_call is not None:
-            self.on_call()
-        answer = self.answers[min(self.calls, len(self.answers) - 1)]
-        self.calls += 1
-        if isinstance(answer, BaseException):
-            raise answer
-        return answer
 
 
 async def run(

@@ -18,7 +18,7 @@ from receiver.policy import parse_policy
 from receiver.rollback import executor_for
 from receiver.verify.loop import verify
 from tests.conftest import wait_for
-from tests.verify.test_loop import DEADLINE, DONE, HEALTHY, WAITING, Script
+from tests.verify.helpers import DEADLINE, DONE, HEALTHY, WAITING, Script
 
 NS, NAME = "ml-prod", "fraud-scorer"
 WATCH_PATH = f"/apis/apps/v1/namespaces/{NS}/deployments"

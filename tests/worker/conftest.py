@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient
 
 from receiver.app import create_app
 from receiver.models import rfc3339
-from tests.conftest import AM_FIXTURES
+from tests.conftest import ADMIN_TOKEN, AM_FIXTURES, wait_for
 
 NS = "ml-prod"
 MODEL = "fraud-scorer"
@@ -124,3 +124,34 @@ async def world(kube, make_model_server, make_settings, aiohttp_client, tmp_path
         return await aiohttp_client(app)
 
     return World(kube, server, policy_file, make_app)
+
+
+# --- helpers the worker, control and strategy tests share ----------------------------------
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+async def deliver(client: Any, delivery: Any) -> dict[str, Any]:
+    resp = await client.post("/webhook/alertmanager", data=delivery.body, headers=delivery.headers)
+    assert resp.status == 200
+    return await resp.json()
+
+
+async def incidents(client: Any, **query: str) -> list[dict[str, Any]]:
+    resp = await client.get("/api/incidents", params=query, headers=ADMIN)
+    assert resp.status == 200
+    return (await resp.json())["items"]
+
+
+async def wait_state(client: Any, state: str, timeout: float = 15) -> dict[str, Any]:
+    async def reached() -> dict[str, Any] | None:
+        items = await incidents(client)
+        return next((i for i in items if i["state"] == state), None)
+
+    return await wait_for(reached, timeout=timeout, interval=0.05, what=f"an incident {state}")
+
+
+def template_changes(world: Any) -> list[Any]:
+    return [
+        r for r in world.template_patches() if "spec" in (r.body or {}) and "dryRun" not in r.query
+    ]

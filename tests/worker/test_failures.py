@@ -5,12 +5,15 @@ from __future__ import annotations
 from receiver import keys
 from receiver.annotations import PAUSED as ANNOTATION_PAUSED
 from tests.conftest import wait_for
-from tests.worker.conftest import MODEL, NS, serving_version, write_policy
-from tests.worker.test_rollback import (
+from tests.worker.conftest import (
+    MODEL,
+    NS,
     deliver,
     incidents,
+    serving_version,
     template_changes,
     wait_state,
+    write_policy,
 )
 
 DEPLOYMENT_PATH = f"/apis/apps/v1/namespaces/{NS}/deployments/{MODEL}"

@@ -27,9 +27,7 @@ async def test_restore_reads_the_last_rollback_from_the_deployment_annotation(wo
     finally:
         await clusters.close()
     # Under the key the service's guards read: the workload's, not the model's name.
-    got = await store.recent_rollbacks(
-        f"{NS}/deployment/{MODEL}", changed - timedelta(hours=1)
-    )
+    got = await store.recent_rollbacks(f"{NS}/deployment/{MODEL}", changed - timedelta(hours=1))
     assert got == [changed]
     assert await store.recent_rollbacks(f"{NS}/{MODEL}", changed - timedelta(hours=1)) == []
 

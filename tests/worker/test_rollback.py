@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import Any
 
 from receiver import keys
 from receiver.annotations import BAD as ANNOTATION_BAD
@@ -12,36 +11,16 @@ from receiver.annotations import CHANGED_AT as ANNOTATION_CHANGED_AT
 from receiver.annotations import INCIDENT as ANNOTATION_INCIDENT
 from receiver.annotations import ROLLED_BACK_FROM as ANNOTATION_ROLLED_BACK_FROM
 from receiver.annotations import ROLLED_BACK_TO as ANNOTATION_ROLLED_BACK_TO
-from tests.conftest import ADMIN_TOKEN, wait_for
-from tests.worker.conftest import MODEL, NS, serving_version
-
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-async def deliver(client: Any, delivery: Any) -> dict[str, Any]:
-    resp = await client.post("/webhook/alertmanager", data=delivery.body, headers=delivery.headers)
-    assert resp.status == 200
-    return await resp.json()
-
-
-async def incidents(client: Any, **query: str) -> list[dict[str, Any]]:
-    resp = await client.get("/api/incidents", params=query, headers=ADMIN)
-    assert resp.status == 200
-    return (await resp.json())["items"]
-
-
-async def wait_state(client: Any, state: str, timeout: float = 15) -> dict[str, Any]:
-    async def reached() -> dict[str, Any] | None:
-        items = await incidents(client)
-        return next((i for i in items if i["state"] == state), None)
-
-    return await wait_for(reached, timeout=timeout, interval=0.05, what=f"an incident {state}")
-
-
-def template_changes(world: Any) -> list[Any]:
-    return [
-        r for r in world.template_patches() if "spec" in (r.body or {}) and "dryRun" not in r.query
-    ]
+from tests.worker.conftest import (
+    ADMIN,
+    MODEL,
+    NS,
+    deliver,
+    incidents,
+    serving_version,
+    template_changes,
+    wait_state,
+)
 
 
 async def test_fixture_alert_rolls_back_to_the_previous_good_revision_and_verifies(world, delivery):

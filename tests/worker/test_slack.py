@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.worker.test_rollback import deliver, wait_state
+from tests.worker.conftest import deliver, wait_state
 
 
 async def test_a_rollback_is_one_message_updated_until_it_reads_healthy(world, delivery, slack):

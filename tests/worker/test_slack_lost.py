@@ -6,8 +6,7 @@ from typing import Any
 
 from receiver.app import NOTIFIER
 from tests.conftest import wait_for
-from tests.worker.conftest import write_policy
-from tests.worker.test_rollback import ADMIN, deliver, wait_state
+from tests.worker.conftest import ADMIN, deliver, wait_state, write_policy
 
 
 async def lost_notes(client: Any, incident_id: str) -> list[dict[str, Any]]:

@@ -33,14 +33,19 @@ from receiver.models import Job, rfc3339
 from receiver.store import RedisStore
 from tests.conftest import ADMIN_TOKEN, REDIS_URL, WEBHOOK_TOKEN, free_port, wait_for
 from tests.worker.conftest import (
+    ADMIN,
     MODEL,
     NS,
     SAMPLE_REQUEST,
     VERSION_LABEL,
     alert_started,
+    deliver,
+    incidents,
     serving_version,
+    template_changes,
+    wait_state,
 )
-from tests.worker.test_decision_rows import (
+from tests.worker.helpers import (
     REFIRED,
     alert,
     decided,
@@ -49,7 +54,6 @@ from tests.worker.test_decision_rows import (
     settled,
     v3_serves_again,
 )
-from tests.worker.test_rollback import ADMIN, deliver, incidents, template_changes, wait_state
 
 DEPLOYMENT_PATH = f"/apis/apps/v1/namespaces/{NS}/deployments/{MODEL}"
 REPLICASETS_PATH = f"/apis/apps/v1/namespaces/{NS}/replicasets/*"
