@@ -275,27 +275,13 @@ class BlueGreen:
         target = decision.target
         if target is None:
             raise ValueError(f"decision {decision.reason!r} has no target to switch to")
-        service = workload.objects["service"]
-        active_slot = workload.objects["active_slot"]
-        standby_slot = workload.objects["standby_slot"]
         marks = {
             **annotations,
-            ours.PREVIOUS_SLOT: active_slot,
+            ours.PREVIOUS_SLOT: workload.objects["active_slot"],
             # The standby's generation: a later change of that Deployment is not ours.
             ours.GENERATION: str(target.number),
         }
-        patch = switch_patch(service, standby_slot, marks)
-        result = await kube.patch_service(
-            workload.view.namespace, workload.view.name, patch, dry_run=dry_run
-        )
-        rv = str(result.get("metadata", {}).get("resourceVersion", ""))
-        what = (
-            f"Service {workload.view.name} {SLOT_LABEL} {active_slot} -> {standby_slot}"
-            f" ({target.name}, {target.version})"
-        )
-        if dry_run:
-            return Applied(False, f"would switch {what}", rv)
-        return Applied(True, f"switched {what}", rv)
+        return await self._switch(kube, workload, target, marks, dry_run=dry_run, verb="switch")
 
     async def mark_bad(
         self, kube: KubeClient, workload: Workload, bad_revision: str, incident_id: str
@@ -321,11 +307,29 @@ class BlueGreen:
         *,
         dry_run: bool,
     ) -> Applied:
-        service = workload.objects["service"]
+        marks = {
+            **annotations,
+            ours.PREVIOUS_SLOT: workload.objects["active_slot"],
+            ours.GENERATION: None,
+        }
+        return await self._switch(
+            kube, workload, target, marks, dry_run=dry_run, verb="switch back"
+        )
+
+    async def _switch(
+        self,
+        kube: KubeClient,
+        workload: Workload,
+        target: Revision,
+        marks: Mapping[str, str | None],
+        *,
+        dry_run: bool,
+        verb: str,
+    ) -> Applied:
+        """One Service PATCH: the selector to the standby slot, with ``marks``."""
         active_slot = workload.objects["active_slot"]
         standby_slot = workload.objects["standby_slot"]
-        marks = {**annotations, ours.PREVIOUS_SLOT: active_slot, ours.GENERATION: None}
-        patch = switch_patch(service, standby_slot, marks)
+        patch = switch_patch(workload.objects["service"], standby_slot, marks)
         result = await kube.patch_service(
             workload.view.namespace, workload.view.name, patch, dry_run=dry_run
         )
@@ -334,9 +338,10 @@ class BlueGreen:
             f"Service {workload.view.name} {SLOT_LABEL} {active_slot} -> {standby_slot}"
             f" ({target.name}, {target.version})"
         )
+        past = verb.replace("switch", "switched", 1)
         if dry_run:
-            return Applied(False, f"would switch back {what}", rv)
-        return Applied(True, f"switched back {what}", rv)
+            return Applied(False, f"would {verb} {what}", rv)
+        return Applied(True, f"{past} {what}", rv)
 
     async def unmark_bad(self, kube: KubeClient, workload: Workload, target: Revision) -> None:
         """Nothing to write: the roll forward's PATCH takes the version out of the

@@ -8,7 +8,7 @@ HPA may own it) and ReplicaSets are never deleted: history stays in place.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
 
 import aiohttp
@@ -67,23 +67,15 @@ class RolloutUndo:
         target = decision.target
         if target is None:
             raise ValueError(f"decision {decision.reason!r} has no target to roll back to")
-        deployment = workload.objects["deployment"]
-        already = template_matches(deployment, target)
-        # The generation our write produces: a template change bumps it by exactly one.
-        generation = workload.view.generation + (0 if already else 1)
-        marks = {**annotations, ours.GENERATION: str(generation)}
-        patch = undo_patch(deployment, target, marks)
-        result = await kube.patch_deployment(
-            workload.view.namespace, workload.view.name, patch, dry_run=dry_run
+        # Our annotations first, then the generation this write produces.
+        return await self._restore(
+            kube,
+            workload,
+            target,
+            lambda generation: {**annotations, ours.GENERATION: generation},
+            dry_run=dry_run,
+            verb=("roll back to", "rolled back to"),
         )
-        rv = str(result.get("metadata", {}).get("resourceVersion", ""))
-        if dry_run:
-            return Applied(
-                False, f"would roll back to {target.version} (revision {target.number})", rv
-            )
-        if already:
-            return Applied(False, f"template already at revision {target.number}", rv)
-        return Applied(True, f"rolled back to {target.version} (revision {target.number})", rv)
 
     async def mark_bad(
         self, kube: KubeClient, workload: Workload, bad_revision: str, incident_id: str
@@ -123,21 +115,42 @@ class RolloutUndo:
         *,
         dry_run: bool,
     ) -> Applied:
+        # The generation first: annotations the caller puts back (a drill) win over it.
+        return await self._restore(
+            kube,
+            workload,
+            target,
+            lambda generation: {ours.GENERATION: generation, **annotations},
+            dry_run=dry_run,
+            verb=("roll forward to", "rolled forward to"),
+        )
+
+    async def _restore(
+        self,
+        kube: KubeClient,
+        workload: Workload,
+        target: Revision,
+        marks: Callable[[str], Mapping[str, str | None]],
+        *,
+        dry_run: bool,
+        verb: tuple[str, str],
+    ) -> Applied:
+        """One undo PATCH to ``target``'s template with ``marks(generation)``, where
+        generation is what the write produces (a template change bumps it by exactly one)."""
         deployment = workload.objects["deployment"]
         already = template_matches(deployment, target)
-        generation = workload.view.generation + (0 if already else 1)
-        marks = {ours.GENERATION: str(generation), **annotations}
-        patch = undo_patch(deployment, target, marks)
+        generation = str(workload.view.generation + (0 if already else 1))
+        patch = undo_patch(deployment, target, marks(generation))
         result = await kube.patch_deployment(
             workload.view.namespace, workload.view.name, patch, dry_run=dry_run
         )
         rv = str(result.get("metadata", {}).get("resourceVersion", ""))
         what = f"{target.version} (revision {target.number})"
         if dry_run:
-            return Applied(False, f"would roll forward to {what}", rv)
+            return Applied(False, f"would {verb[0]} {what}", rv)
         if already:
             return Applied(False, f"template already at revision {target.number}", rv)
-        return Applied(True, f"rolled forward to {what}", rv)
+        return Applied(True, f"{verb[1]} {what}", rv)
 
     async def unmark_bad(self, kube: KubeClient, workload: Workload, target: Revision) -> None:
         if target.name:
