@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Protocol
 
 from receiver import annotations as ours
 from receiver.durations import format_duration
@@ -116,6 +117,48 @@ class Decision:
     mode: Mode | None = None
 
 
+
+class _Deciding(Protocol):
+    def __call__(
+        self,
+        action: Action,
+        reason: str,
+        detail: str,
+        *,
+        target: Revision | None = None,
+        escalate: bool = False,
+        mode: Mode | None = None,
+    ) -> Decision: ...
+
+
+def _deciding(incident_id: str, bad_version: str, bad_revision: str) -> _Deciding:
+    """The ``Decision`` maker of one job: its incident and bad version fixed, the state
+    following the action."""
+
+    def decision(
+        action: Action,
+        reason: str,
+        detail: str,
+        *,
+        target: Revision | None = None,
+        escalate: bool = False,
+        mode: Mode | None = None,
+    ) -> Decision:
+        return Decision(
+            action=action,
+            reason=reason,
+            state=_STATE_OF_ACTION[action],
+            target=target,
+            escalate=escalate,
+            incident_id=incident_id,
+            detail=detail,
+            bad_version=bad_version,
+            bad_revision=bad_revision,
+            mode=mode,
+        )
+
+    return decision
+
 def identify(job: Job, view: WorkloadView | None) -> Identity:
     """The incident of a job: (cluster, namespace, model, bad version, its revision).
 
@@ -147,27 +190,7 @@ def decide(job: Job, resolved: Resolved, view: WorkloadView | None, facts: Facts
     who = identify(job, view)
     bad_version = who.bad_version
 
-    def decision(
-        action: Action,
-        reason: str,
-        detail: str,
-        *,
-        target: Revision | None = None,
-        escalate: bool = False,
-        mode: Mode | None = None,
-    ) -> Decision:
-        return Decision(
-            action=action,
-            reason=reason,
-            state=_STATE_OF_ACTION[action],
-            target=target,
-            escalate=escalate,
-            incident_id=who.incident_id,
-            detail=detail,
-            bad_version=bad_version,
-            bad_revision=who.bad_revision,
-            mode=mode,
-        )
+    decision = _deciding(who.incident_id, bad_version, who.bad_revision)
 
     # A person asked to act: "notify" would only repeat the question, so say no and why.
     no_action = Action.REFUSE if manual else Action.NOTIFY
@@ -377,20 +400,9 @@ def decide_roll_forward(
     version = annotations.get(ours.ROLLED_BACK_FROM, "") or job.model_version
     subject = f"{job.namespace}/{job.model} {version}".strip()
 
-    def decision(
-        action: Action, reason: str, detail: str, target: Revision | None = None
-    ) -> Decision:
-        return Decision(
-            action=action,
-            reason=reason,
-            state=_STATE_OF_ACTION[action],
-            target=target,
-            escalate=False,
-            incident_id=job.incident,
-            detail=detail,
-            bad_version=version,
-            bad_revision=annotations.get(ours.ROLLED_BACK_FROM_REVISION, ""),
-        )
+    decision = _deciding(
+        job.incident, version, annotations.get(ours.ROLLED_BACK_FROM_REVISION, "")
+    )
 
     if resolved.model is None:
         return decision(Action.REFUSE, "unknown_model", resolved.unknown_detail)
@@ -473,20 +485,9 @@ def decide_drill(job: Job, resolved: Resolved, view: WorkloadView | None, facts:
     bad_version = view.serving_version if view is not None else job.model_version
     subject = f"{job.namespace}/{job.model} {bad_version}".strip()
 
-    def decision(
-        action: Action, reason: str, detail: str, target: Revision | None = None
-    ) -> Decision:
-        return Decision(
-            action=action,
-            reason=reason,
-            state=_STATE_OF_ACTION[action],
-            target=target,
-            escalate=False,
-            incident_id=job.incident,
-            detail=detail,
-            bad_version=bad_version,
-            bad_revision=view.serving_revision if view is not None else "",
-        )
+    decision = _deciding(
+        job.incident, bad_version, view.serving_revision if view is not None else ""
+    )
 
     model = resolved.model
     if model is None:

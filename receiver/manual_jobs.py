@@ -23,10 +23,9 @@ from receiver.decide import (
     newest_revision,
 )
 from receiver.errors import (
-    KubeConflict,
     KubeError,
-    KubeUnavailable,
     PermanentError,
+    TemporaryError,
 )
 from receiver.job_parts import JobTarget, decision_inputs, has_event
 from receiver.models import (
@@ -164,11 +163,9 @@ class ManualJobs:
             applied = await target.executor.roll_forward(
                 target.kube, target.workload, revision, marks, dry_run=self.dry_run
             )
-        except KubeConflict:
-            raise
         except KubeError as e:
-            if isinstance(e, KubeUnavailable):
-                raise
+            if isinstance(e, TemporaryError):
+                raise  # a 409 reads and decides again; a 5xx or timeout retries the job
             now = self.clock()
             reason = f"the API server refused the roll forward: {e}"
             incident.add_event("failed", reason, at=now)

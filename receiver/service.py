@@ -268,11 +268,9 @@ class RollbackService(ManualJobs):
             applied = await target.executor.apply(
                 target.kube, target.workload, decision, marks, dry_run=self.dry_run
             )
-        except KubeConflict:
-            raise
         except KubeError as e:
-            if isinstance(e, KubeUnavailable):
-                raise
+            if isinstance(e, TemporaryError):
+                raise  # a 409 reads and decides again; a 5xx or timeout retries the job
             await self._refused_by_api(target, incident, e)
             return
         if self.dry_run:
