@@ -128,24 +128,27 @@ class RollbackService(ManualJobs):
     async def handle(self, job: Job, ctx: JobContext) -> None:
         resolved = resolve(self.policy, job)
         conflicts = status_conflicts = 0
+        target = await self._read(job, resolved)
         while True:
-            target = await self._read(job, resolved)
             try:
                 await self._decide_and_act(job, target)
                 return
             except KubeConflict as e:
                 self.metrics.rollbacks.labels(strategy=resolved.strategy, result="conflict").inc()
-                if await self._status_only(target) and status_conflicts < _STATUS_CONFLICTS:
+                # The read after a 409 is also the next attempt's read.
+                fresh = await self._read(job, resolved)
+                if _status_only(target, fresh) and status_conflicts < _STATUS_CONFLICTS:
                     status_conflicts += 1
-                    continue
-                conflicts += 1
-                log.info("%s changed while acting, reading again: %s", self.lease_key(job), e)
-                if conflicts >= _CONFLICT_ATTEMPTS:
-                    raise TemporaryError(
-                        f"{self.lease_key(job)} kept changing under {_CONFLICT_ATTEMPTS}"
-                        " attempts; retrying later",
-                        delay=1.0,
-                    ) from e
+                else:
+                    conflicts += 1
+                    log.info("%s changed while acting, reading again: %s", self.lease_key(job), e)
+                    if conflicts >= _CONFLICT_ATTEMPTS:
+                        raise TemporaryError(
+                            f"{self.lease_key(job)} kept changing under {_CONFLICT_ATTEMPTS}"
+                            " attempts; retrying later",
+                            delay=1.0,
+                        ) from e
+                target = fresh
 
     async def _read(self, job: Job, resolved: Resolved) -> JobTarget:
         """Resolve the strategy and the cluster, and GET the workload fresh."""
@@ -168,21 +171,6 @@ class RollbackService(ManualJobs):
                 namespace=resolved.model.namespace, model=resolved.model.name
             ).set(1 if paused else 0)
         return target
-
-    async def _status_only(self, target: JobTarget) -> bool:
-        """After a 409: did only the status change (same generation)? Then retry at once."""
-        if target.workload is None or target.executor is None or target.kube is None:
-            return False
-        assert target.resolved.model is not None
-        try:
-            fresh = await target.executor.read(
-                target.kube, target.resolved.model, http=self.session
-            )
-        except KubeError:
-            return False
-        return fresh.view.generation == target.workload.view.generation and (
-            dict(fresh.view.annotations) == dict(target.workload.view.annotations)
-        )
 
     async def _decide_and_act(self, job: Job, target: JobTarget) -> None:
         if job.kind is JobKind.ROLL_FORWARD:
@@ -557,3 +545,12 @@ class RollbackService(ManualJobs):
                 event_type=event_type,
             ),
         )
+
+
+def _status_only(before: JobTarget, after: JobTarget) -> bool:
+    """Between two reads, did only the status change (same generation, same annotations)?
+    Then a 409 was the controller's write, not a concurrent change: retry at once."""
+    if before.workload is None or after.workload is None:
+        return False
+    old, new = before.workload.view, after.workload.view
+    return old.generation == new.generation and dict(old.annotations) == dict(new.annotations)
