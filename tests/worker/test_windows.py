@@ -369,7 +369,13 @@ async def test_a_patch_the_api_server_refuses_fails_the_incident_once(
     assert template_patch_statuses(world) == [status]
     assert serving_version(world.kube) == "v3"
     assert world.kube.events(NS, reason="ModelRolledBack") == []
-    assert (await client.app[keys.STORE].queue_stats()).depth == 0, "acknowledged"
+    # The job is counted done just before it is acknowledged: wait for the ack, not race it.
+    store = client.app[keys.STORE]
+
+    async def acknowledged() -> bool:
+        return (await store.queue_stats()).depth == 0
+
+    await wait_for(acknowledged, what="the job acknowledged")
 
 
 # --- 3. a restart does not re-date the version --------------------------------------------
