@@ -19,7 +19,6 @@ from receiver.models.alert import (
     Job,
     JobKind,
     WebhookPayload,
-    missing_labels,
 )
 from receiver.models.incident import (
     CLOSED_STATES,
@@ -68,7 +67,6 @@ __all__ = [
     "WebhookPayload",
     "WorkloadView",
     "incident_id",
-    "missing_labels",
     "parse_time",
     "rfc3339",
     "utcnow",

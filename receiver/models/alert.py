@@ -27,11 +27,6 @@ LABEL_CLUSTER = "cluster"
 REQUIRED_LABELS = (LABEL_NAMESPACE, LABEL_MODEL, LABEL_MODEL_VERSION)
 
 
-def missing_labels(labels: dict[str, str]) -> list[str]:
-    """The contract labels an alert lacks to be attributed to a model version."""
-    return [name for name in REQUIRED_LABELS if not labels.get(name)]
-
-
 class _Inbound(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
@@ -54,10 +49,6 @@ class Alert(_Inbound):
     @property
     def alertname(self) -> str:
         return self.labels.get("alertname", "")
-
-    def missing_labels(self) -> list[str]:
-        """Contract labels needed to attribute the alert to a model version."""
-        return missing_labels(self.labels)
 
 
 class WebhookPayload(_Inbound):
