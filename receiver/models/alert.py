@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field
 
 from receiver.models.times import rfc3339
@@ -63,8 +64,10 @@ class WebhookPayload(_Inbound):
     common_labels: dict[str, str] = Field(default_factory=dict, alias="commonLabels")
     common_annotations: dict[str, str] = Field(default_factory=dict, alias="commonAnnotations")
     external_url: str = Field("", alias="externalURL")
-    # Alerts are validated one by one by the webhook so one bad alert cannot fail the batch.
-    alerts: list[dict[str, Any]]
+    # Each alert is an Alert if it is valid on its own and stays a raw object otherwise, so
+    # one bad alert cannot fail the batch: intake judges the raw ones one by one. Validating
+    # in this one pass, from the body's bytes, saves a Python dict per alert.
+    alerts: list[Annotated[Alert | dict[str, Any], Field(union_mode="left_to_right")]]
 
 
 class AlertOutcome(StrEnum):
@@ -129,6 +132,32 @@ class Job(BaseModel):
             generator_url=alert.generator_url,
             fingerprint=alert.fingerprint,
         )
+
+    @staticmethod
+    def alert_wire(alert: Alert, *, dedup_key: str, group_key: str, received_at: datetime) -> bytes:
+        """``from_alert(...).wire()`` without making the model: what the webhook queues.
+
+        This runs for every alert of every delivery, and validating again what the Alert
+        already validated, then serialising, cost more than the rest of the alert's work.
+        The worker reads it back with ``model_validate_json`` (the same Job: tested).
+        """
+        return pydantic_core.to_json(
+            {
+                "dedup_key": dedup_key,
+                "received_at": received_at,
+                "group_key": group_key,
+                "status": alert.status,
+                "labels": alert.labels,
+                "annotations": alert.annotations,
+                "starts_at": alert.starts_at,
+                "generator_url": alert.generator_url,
+                "fingerprint": alert.fingerprint,
+            }
+        )
+
+    def wire(self) -> bytes:
+        """The job as the queue stores it (JSON)."""
+        return self.__pydantic_serializer__.to_json(self)
 
     @property
     def namespace(self) -> str:

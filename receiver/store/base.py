@@ -86,8 +86,10 @@ def decode_cursor(cursor: str) -> str:
 class Intake(Protocol):
     """The webhook's door: claim each delivery once and queue its job, atomically."""
 
-    async def ingest(self, items: Sequence[tuple[str, Job]], ttl_seconds: float) -> list[bool]:
-        """Per item: claim its dedup key and enqueue its job atomically; True when new."""
+    async def ingest(self, items: Sequence[tuple[str, bytes]], ttl_seconds: float) -> list[bool]:
+        """Per (dedup key, job as JSON): claim the key and enqueue the job atomically; True
+        when new. Jobs come as their JSON (``Job.wire``): the webhook builds it once,
+        without a model, and that is what the queue keeps."""
 
 
 class JobQueue(Protocol):

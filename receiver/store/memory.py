@@ -85,16 +85,16 @@ class MemoryStore:
         self._unread.append(entry_id)
         return entry_id
 
-    async def ingest(self, items: Sequence[tuple[str, Job]], ttl_seconds: float) -> list[bool]:
+    async def ingest(self, items: Sequence[tuple[str, bytes]], ttl_seconds: float) -> list[bool]:
         out = []
         async with self._cond:
-            for key, job in items:
+            for key, wire in items:
                 dedup = f"dedup:{key}"
                 if self._alive(self._keys, dedup):
                     out.append(False)
                     continue
                 self._keys[dedup] = self._clock() + ttl_seconds
-                self._add_entry(job)
+                self._add_entry(Job.model_validate_json(wire))
                 out.append(True)
             self._sweep_keys()
             self._cond.notify_all()

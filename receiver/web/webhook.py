@@ -125,13 +125,11 @@ async def _receive(request: web.Request, w: _Wiring) -> web.Response:
 
     group_key = payload.group_key
     received = utcnow()
-    admissions = []
-    queued = []
-    for i, item in enumerate(payload.alerts):
-        a = intake.admit(item, index=i, group_key=group_key, received_at=received)
-        admissions.append(a)
-        if a.job is not None:
-            queued.append((a.job.dedup_key, a.job))
+    admissions = [
+        intake.admit(item, index=i, group_key=group_key, received_at=received)
+        for i, item in enumerate(payload.alerts)
+    ]
+    queued = [(a.dedup_key, a.wire) for a in admissions if a.wire]
     try:
         fresh = iter(await w.store.ingest(queued, settings.dedup_ttl_seconds))
     except StoreUnavailable as e:
@@ -144,7 +142,7 @@ async def _receive(request: web.Request, w: _Wiring) -> web.Response:
     unattributed = False
     for a in admissions:
         # Queued alerts take their dedup answers in order; the others are final already.
-        outcome, reason = intake.settle(a, next(fresh) if a.job is not None else False)
+        outcome, reason = intake.settle(a, next(fresh) if a.wire else False)
         alert = a.alert
         if alert is None:
             entry: dict[str, Any] = {"index": a.index, "outcome": outcome}

@@ -17,7 +17,7 @@ from receiver.intake import (
     parse_delivery,
     settle,
 )
-from receiver.models import AlertOutcome
+from receiver.models import Alert, AlertOutcome, Job
 from tests.conftest import load_delivery
 
 RECEIVED = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
@@ -49,10 +49,22 @@ def body(**changes: Any) -> bytes:
 # -- the envelope ----------------------------------------------------------------------
 
 
-def test_a_captured_delivery_parses_with_its_alerts_left_raw():
+def test_a_captured_delivery_parses_with_its_alerts_validated():
     payload = parse_delivery(load_delivery("firing_group_two").body)
     assert payload.group_key == GROUP
-    assert [a["labels"]["trigger"] for a in payload.alerts] == ["error_rate", "latency_p99"]
+    assert all(isinstance(a, Alert) for a in payload.alerts)
+    assert [a.labels["trigger"] for a in payload.alerts] == ["error_rate", "latency_p99"]
+
+
+def test_an_invalid_alert_stays_raw_beside_valid_ones_and_is_judged_alone():
+    raw = json.loads(load_delivery("firing_group_two").body)
+    del raw["alerts"][0]["startsAt"]
+    payload = parse_delivery(json.dumps(raw).encode())
+    first, second = payload.alerts
+    assert isinstance(first, dict) and isinstance(second, Alert)
+    admitted = admit(first, index=0, group_key=GROUP, received_at=RECEIVED)
+    assert admitted.outcome is AlertOutcome.INVALID
+    assert "startsAt" in admitted.reason
 
 
 @pytest.mark.parametrize(
@@ -127,18 +139,28 @@ def test_each_alert_gets_an_outcome_or_a_job(item, outcome, reason, missing):
     assert a.outcome is outcome
     assert reason in a.reason
     assert a.missing == missing
-    assert (a.job is not None) == (outcome is None)
+    assert (a.job() is not None) == (outcome is None)
 
 
 def test_the_job_carries_the_alert_and_its_dedup_key():
     a = admit(alert(), index=0, group_key=GROUP, received_at=RECEIVED)
-    assert a.job is not None
-    assert a.job.dedup_key == "3cb9149f9addba39|2026-11-25T07:42:05.744000Z|firing"
-    assert (a.job.namespace, a.job.model, a.job.model_version) == ("ml-prod", "fraud-scorer", "v3")
-    assert (a.job.group_key, a.job.received_at, a.job.status) == (GROUP, RECEIVED, "firing")
+    job = a.job()
+    assert job is not None
+    assert a.dedup_key == job.dedup_key == "3cb9149f9addba39|2026-11-25T07:42:05.744000Z|firing"
+    assert (job.namespace, job.model, job.model_version) == ("ml-prod", "fraud-scorer", "v3")
+    assert (job.group_key, job.received_at, job.status) == (GROUP, RECEIVED, "firing")
     resolved = admit(alert(status="resolved"), index=0, group_key=GROUP, received_at=RECEIVED)
-    assert resolved.job is not None
-    assert resolved.job.dedup_key.endswith("|resolved")
+    assert resolved.dedup_key.endswith("|resolved")
+
+
+@pytest.mark.parametrize("status", ["firing", "resolved"])
+def test_the_queued_json_is_the_job_the_model_would_write(status):
+    """The webhook writes a job's JSON without the model; a worker must read the same Job."""
+    validated = Alert.model_validate(alert(status=status))
+    a = admit(alert(status=status), index=0, group_key=GROUP, received_at=RECEIVED)
+    made = Job.from_alert(validated, group_key=GROUP, received_at=RECEIVED)
+    assert Job.model_validate_json(a.wire) == made
+    assert Job.model_validate_json(made.wire()) == made
 
 
 @pytest.mark.parametrize(

@@ -21,21 +21,21 @@ def job(n: int = 0, **labels: str) -> Job:
 
 
 async def test_ingest_claims_each_key_once_and_enqueues_only_new_ones(store: Store):
-    first = await store.ingest([("a", job(1)), ("b", job(2))], ttl_seconds=60)
-    second = await store.ingest([("b", job(2)), ("c", job(3))], ttl_seconds=60)
+    first = await store.ingest([("a", job(1).wire()), ("b", job(2).wire())], ttl_seconds=60)
+    second = await store.ingest([("b", job(2).wire()), ("c", job(3).wire())], ttl_seconds=60)
     assert first == [True, True]
     assert second == [False, True]
     assert (await store.queue_stats()).depth == 3
 
 
 async def test_concurrent_ingest_of_one_key_enqueues_one_job(store: Store):
-    results = await asyncio.gather(*(store.ingest([("same", job())], 60) for _ in range(50)))
+    results = await asyncio.gather(*(store.ingest([("same", job().wire())], 60) for _ in range(50)))
     assert sum(r[0] for r in results) == 1
     assert (await store.queue_stats()).depth == 1
 
 
 async def test_read_hands_each_job_to_one_consumer_and_ack_removes_it(store: Store):
-    await store.ingest([("a", job(1))], 60)
+    await store.ingest([("a", job(1).wire())], 60)
     got_a = await store.read("a", count=10, block_seconds=0.1)
     got_b = await store.read("b", count=10, block_seconds=0.1)
     assert [q.job.dedup_key for q in got_a] == [job(1).dedup_key]
@@ -45,7 +45,7 @@ async def test_read_hands_each_job_to_one_consumer_and_ack_removes_it(store: Sto
 
 
 async def test_a_job_left_idle_by_a_dead_consumer_is_taken_over(store: Store):
-    await store.ingest([("a", job(1))], 60)
+    await store.ingest([("a", job(1).wire())], 60)
     (taken,) = await store.read("dead", count=1, block_seconds=0.1)
     # Not idle long enough yet: nobody may take it.
     assert await store.claim_stale("alive", min_idle_seconds=30, count=10) == []
@@ -65,7 +65,7 @@ async def test_a_job_left_idle_by_a_dead_consumer_is_taken_over(store: Store):
 
 
 async def test_a_renewed_job_is_not_taken_over(store: Store):
-    await store.ingest([("a", job(1))], 60)
+    await store.ingest([("a", job(1).wire())], 60)
     (taken,) = await store.read("worker", count=1, block_seconds=0.1)
     for _ in range(5):
         await asyncio.sleep(0.1)

@@ -153,7 +153,7 @@ async def test_a_lease_taken_by_another_holder_cancels_the_job_and_leaves_it_pen
     work = Workload(redis, key_prefix)
     first, second = job(1), job(2)
     work.gate(first)
-    await store.ingest([("k1", first), ("k2", second)], 60)
+    await store.ingest([("k1", first.wire()), ("k2", second.wire())], 60)
     async with running(pool(store, work, consumer="a", lease=1.5)):
         await wait_for(lambda: work.running == {first.dedup_key}, what="the first job to start")
         (started,) = work.started
@@ -179,7 +179,7 @@ async def test_a_renewal_answered_false_cancels_the_job_in_flight(store, redis, 
     work = Workload(redis, key_prefix)
     only = job(1)
     work.gate(only)
-    await store.ingest([("k1", only)], 60)
+    await store.ingest([("k1", only.wire())], 60)
     async with running(pool(store, work, consumer="a", lease=1.5)):
         await wait_for(lambda: work.running, what="the job to start")
         store.answers[store.renewals + 1] = False
@@ -195,7 +195,7 @@ async def test_a_second_replica_taking_an_expired_lease_stops_the_first(store, r
     work = Workload(redis, key_prefix)
     ours = [job(n) for n in range(8)]
     work.gate(ours[0])
-    await store.ingest([(f"k{n}", j) for n, j in enumerate(ours)], 60)
+    await store.ingest([(f"k{n}", j.wire()) for n, j in enumerate(ours)], 60)
     # One slot: this replica holds 8 jobs at most, so the next job goes to the other one.
     first = pool(store, work, consumer="a", concurrency=1, lease=1.5)
     async with running(first):
@@ -203,7 +203,7 @@ async def test_a_second_replica_taking_an_expired_lease_stops_the_first(store, r
         await wait_for(lambda: held_by(redis, key_prefix, "a", 8), what="the first to be full")
         theirs = job(100)
         async with running(pool(store, work, consumer="b", concurrency=1, lease=1.5)):
-            await store.ingest([("k100", theirs)], 60)
+            await store.ingest([("k100", theirs.wire())], 60)
             # The first replica's lease expires (a long pause, say); the second takes it.
             await redis.delete(f"{key_prefix}lease:{FRAUD}")
             await wait_for(lambda: work.cancelled, timeout=10, what="the first to stop its job")
@@ -222,7 +222,7 @@ async def test_a_short_redis_failure_during_renewal_does_not_cancel_the_job(
     work = Workload(redis, key_prefix)
     only = job(1)
     work.gate(only)
-    await store.ingest([("k1", only)], 60)
+    await store.ingest([("k1", only.wire())], 60)
     async with running(pool(store, work, consumer="a", lease=1.5)):
         await wait_for(lambda: work.running, what="the job to start")
         failed_at = store.renewals + 1
@@ -247,7 +247,7 @@ async def test_a_lasting_redis_failure_cancels_the_job_before_its_lease_can_expi
     work = Workload(redis, key_prefix)
     only = job(1)
     work.gate(only)
-    await store.ingest([("k1", only)], 60)
+    await store.ingest([("k1", only.wire())], 60)
     async with running(pool(store, work, consumer="a", lease=1.5)):
         await wait_for(lambda: work.running, what="the job to start")
         store.failing = StoreUnavailable("Redis renew lease failed: connection refused")
@@ -271,7 +271,7 @@ async def test_a_model_leased_elsewhere_does_not_take_the_slot_of_another(store,
     work = Workload(redis, key_prefix)
     held, free = job(1, model="fraud-scorer"), job(2, model="ranker")
     await redis.set(f"{key_prefix}lease:{FRAUD}", "other-replica", px=60_000)
-    await store.ingest([("k1", held), ("k2", free)], 60)
+    await store.ingest([("k1", held.wire()), ("k2", free.wire())], 60)
     async with running(pool(store, work, consumer="a", concurrency=1)):
         await wait_for(
             lambda: free.dedup_key in work.finished,
@@ -289,7 +289,7 @@ async def test_jobs_running_at_once_stay_within_the_slots(store, redis, key_pref
     jobs = [job(n, model=f"model-{n}") for n in range(5)]
     for j in jobs:
         work.gate(j)
-    await store.ingest([(f"k{n}", j) for n, j in enumerate(jobs)], 60)
+    await store.ingest([(f"k{n}", j.wire()) for n, j in enumerate(jobs)], 60)
 
     async def every_lease_held() -> bool:
         held = [await redis.exists(f"{key_prefix}lease:ml-prod/{j.model}") for j in jobs]
@@ -319,7 +319,7 @@ async def test_jobs_waiting_for_their_model_do_not_start_while_the_replica_is_un
     work = Workload(redis, key_prefix, observe=lambda: readiness.event.is_set())
     first, second = job(1), job(2)
     work.gate(first)
-    await store.ingest([("k1", first), ("k2", second)], 60)
+    await store.ingest([("k1", first.wire()), ("k2", second.wire())], 60)
     async with running(pool(store, work, consumer="a", readiness=readiness)):
         await wait_for(lambda: work.running == {first.dedup_key}, what="the first job")
         readiness.block("startup", "Redis holds no epoch: re-reading start-up facts")
@@ -373,14 +373,14 @@ async def test_after_redis_lost_its_data_no_job_runs_before_start_up_facts_are_r
         supervised(store, readiness, restore),
         running(pool(store, work, consumer="a", readiness=readiness)),
     ):
-        await store.ingest([("k1", before)], 60)
+        await store.ingest([("k1", before.wire())], 60)
         await wait_for(lambda: before.dedup_key in work.finished, what="a job before the loss")
         if lost == "everything":  # a restart without persistence, or a flush
             await delete_keys(redis, f"{key_prefix}*")
         else:  # the stream alone (evicted): the epoch is still there
             await redis.delete(f"{key_prefix}jobs")
         # The webhook still accepts alerts: XADD creates the stream without its group.
-        await store.ingest([("k2", after)], 60)
+        await store.ingest([("k2", after.wire())], 60)
         await wait_for(lambda: after.dedup_key in work.finished, timeout=10, what="the job")
     await store.close()
     assert [s.observed for s in work.started] == [1, 2], (
@@ -393,7 +393,7 @@ async def test_after_redis_lost_its_data_no_job_runs_before_start_up_facts_are_r
 
 
 async def test_claim_stale_follows_the_cursor_past_jobs_still_held(store, redis, key_prefix):
-    await store.ingest([(f"k{n}", job(n)) for n in range(40)], 60)
+    await store.ingest([(f"k{n}", job(n).wire()) for n in range(40)], 60)
     live = await store.read("live", count=30, block_seconds=0.1)
     dead = await store.read("dead", count=10, block_seconds=0.1)
     assert (len(live), len(dead)) == (30, 10)

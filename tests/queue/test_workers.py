@@ -14,7 +14,7 @@ from tests.webhook.conftest import RecordingHandler
 async def test_a_consumer_killed_after_taking_a_job_is_replaced_by_another(key_prefix):
     store = RedisStore.from_url(REDIS_URL, prefix=key_prefix, retention_seconds=60)
     await store.ensure_group()
-    await store.ingest([("k", job(1))], 60)
+    await store.ingest([("k", job(1).wire())], 60)
     # The first consumer takes the job and dies: no handler runs, nothing renews it.
     (taken,) = await store.read("killed", count=1, block_seconds=0.1)
     handler = RecordingHandler()
@@ -35,7 +35,7 @@ async def test_a_worker_cancelled_mid_job_leaves_it_for_another_to_finish(key_pr
     stuck.gate = asyncio.Event()  # never set: this worker hangs inside the job
     first = pool(store, stuck, consumer="first")
     task = asyncio.create_task(first.run())
-    await store.ingest([("k", job(1))], 60)
+    await store.ingest([("k", job(1).wire())], 60)
     await wait_for(lambda: stuck.running.get("ml-prod/fraud-scorer"), what="the job to start")
     first.stop()
     task.cancel()  # killed mid-job
@@ -63,7 +63,9 @@ async def test_two_pools_never_run_two_jobs_of_one_workload_at_once(key_prefix):
         await original(job, ctx)
 
     handler.handle = handle  # type: ignore[method-assign]
-    items = [(f"k{i}", job(i, model="fraud-scorer" if i % 2 else "ranker")) for i in range(20)]
+    items = [
+        (f"k{i}", job(i, model="fraud-scorer" if i % 2 else "ranker").wire()) for i in range(20)
+    ]
     await store.ingest(items, 60)
     async with running(
         pool(store, handler, consumer="a", lease=3), pool(store, handler, consumer="b", lease=3)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
+from urllib.parse import urlsplit
 
-from tests.conftest import wait_for
+import redis.asyncio as aioredis
+
+from receiver import keys
+from tests.conftest import REDIS_URL, wait_for
 
 
 async def status_of(client: Any, path: str) -> int:
@@ -53,8 +59,6 @@ async def test_redis_down_gives_503_and_back_empty_recovers_and_runs_the_next_jo
 async def test_jobs_accepted_while_facts_are_unread_wait_in_the_stream(
     make_client, delivery, redis_process, recording_handler
 ):
-    import asyncio
-
     gate = asyncio.Event()
 
     async def slow_restore() -> None:
@@ -71,8 +75,6 @@ async def test_jobs_accepted_while_facts_are_unread_wait_in_the_stream(
 
 
 async def test_a_redis_that_accepts_but_never_answers_gives_503_not_a_hang(make_client, delivery):
-    import asyncio
-
     held: list[asyncio.StreamWriter] = []
 
     async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -93,3 +95,90 @@ async def test_a_redis_that_accepts_but_never_answers_gives_503_not_a_hang(make_
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+class ReplyCutter:
+    """A TCP proxy to the real Redis that can lose one ingest reply: the script runs in
+    Redis (the alert is claimed and its job queued) but the receiver never hears back."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.cut_next_ingest = False
+        self.cuts = 0
+        self._tasks: set[Any] = set()
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/0"
+
+    async def _serve(self, reader: Any, writer: Any) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        cutting = asyncio.Event()
+
+        async def to_redis() -> None:
+            while data := await reader.read(65536):
+                if self.cut_next_ingest and b"dedup:" in data:
+                    self.cut_next_ingest = False
+                    cutting.set()
+                up_writer.write(data)
+                await up_writer.drain()
+
+        async def to_client() -> None:
+            while data := await up_reader.read(65536):
+                if cutting.is_set():
+                    self.cuts += 1
+                    writer.transport.abort()  # the reply is lost with the connection
+                    return
+                writer.write(data)
+                await writer.drain()
+
+        tasks = [asyncio.ensure_future(to_redis()), asyncio.ensure_future(to_client())]
+        self._tasks.update(tasks)
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+            up_writer.close()
+            writer.close()
+
+    async def close(self) -> None:
+        self.server.close()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def test_a_lost_ingest_reply_gives_503_and_the_retry_finds_the_one_queued_job(
+    make_client, delivery
+):
+    """The window between Redis running the script and the receiver reading its answer."""
+    proxy = ReplyCutter(urlsplit(REDIS_URL).port or 6379)
+    url = await proxy.start()
+    direct = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        client = await make_client(redis_url=url, run_workers=False)
+        stream = f"{client.app[keys.SETTINGS].key_prefix}jobs"
+        d = delivery("firing_single")
+
+        proxy.cut_next_ingest = True
+        resp = await client.post("/webhook/alertmanager", data=d.body, headers=d.headers)
+        assert resp.status == 503, "no answer from Redis: Alertmanager must retry"
+        assert proxy.cuts == 1
+        assert await direct.xlen(stream) == 1, "the script ran: the job is queued"
+
+        resp = await client.post("/webhook/alertmanager", data=d.body, headers=d.headers)
+        assert resp.status == 200, "the next delivery reconnects"
+        assert (await resp.json())["alerts"][0]["outcome"] == "duplicate"
+        assert await direct.xlen(stream) == 1, "the retry queued no second job"
+
+        other = json.loads(d.body)
+        other["alerts"][0]["fingerprint"] = "0123456789abcdef"
+        resp = await client.post(
+            "/webhook/alertmanager", data=json.dumps(other).encode(), headers=d.headers
+        )
+        assert (await resp.json())["alerts"][0]["outcome"] == "accepted"
+        assert await direct.xlen(stream) == 2
+    finally:
+        await direct.aclose()
+        await proxy.close()
