@@ -11,8 +11,10 @@
 3. the Alertmanager(s), each alone (``--cluster.listen-address=``), with the shipped
    route rewritten (webhook url, credentials file; ``group_wait`` / ``group_interval``
    shortened, see ``GROUP_WAIT`` / ``GROUP_INTERVAL``);
-4. Prometheus with the shipped rule files (``for:`` scaled by ``FOR_SCALE``), scraping the
-   model server (target label ``namespace``) and the receiver every second.
+4. Prometheus with the shipped rule files (``for:`` scaled by ``FOR_SCALE``, range
+   windows by ``RANGE_SCALE``), scraping the model server (target label ``namespace``)
+   and the receiver every second. The receiver confirms against it
+   (``RECEIVER_PROMETHEUS_URL``): its port is chosen before the receiver starts.
 
 Everything stops when the test ends (processes terminated, waited, killed on timeout),
 and the scenario's timeline is printed and written to ``tmp_path/timeline.txt``.
@@ -32,7 +34,7 @@ import pytest
 import yaml
 
 from receiver.app import create_app
-from tests.conftest import ADMIN_TOKEN, WEBHOOK_TOKEN, wait_for
+from tests.conftest import ADMIN_TOKEN, WEBHOOK_TOKEN, free_port, wait_for
 from tests.e2e.harness import (
     Alertmanager,
     DeliveryTap,
@@ -52,13 +54,20 @@ SAMPLE_REQUEST = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 # How the shipped windows are shortened: every for: by 60 (a minute becomes a second, so
-# 5m -> 5s, 15m -> 15s), evaluation and scrape every second; the rate windows (5m, 30m)
-# are not touched. The route's group_wait (10s) and group_interval (1m) are shortened for
-# speed; repeat_interval (15m) stays.
+# 5m -> 5s, 15m -> 15s), evaluation and scrape every second; every range window by 30
+# (5m -> 10s, 30m -> 1m, 1h -> 2m), so the shortest still spans ten scrapes, with the
+# recording rules' names stating their new window (...:rate5m -> ...:rate10s). The
+# receiver confirms a rollback once the target has served for the alert's window plus its
+# for: (5m + 5m shipped, 10s + 5s loaded), both read from this Prometheus. The route's
+# group_wait (10s) and group_interval (1m) are shortened for speed; repeat_interval (15m)
+# stays.
 FOR_SCALE = 1 / 60
+RANGE_SCALE = 1 / 30
 INTERVAL = "1s"
 GROUP_WAIT = "1s"
 GROUP_INTERVAL = "5s"
+# How often the receiver looks for due confirmations (5s by default).
+CONFIRM_POLL_SECONDS = 0.5
 SHIPPED_GROUP_WAIT = "10s"
 SHIPPED_GROUP_INTERVAL = "1m"
 
@@ -193,12 +202,38 @@ class Stack:
 
         item = await wait_for(reached, timeout=timeout, interval=0.1, what=f"an incident {state}")
         times = item["times"]
-        for name in ("received", "acting", "switched", "healthy"):
+        for name in ("received", "acting", "switched", "healthy", "confirmed"):
             if times.get(name):
                 self.timeline.mark(f"{name} (receiver)", parse_time(times[name]))
         last = (await self.incident(item["id"]))["events"][-1]
         self.timeline.mark(f"last event: {last['kind']} (receiver)", parse_time(last["at"]))
         return item
+
+    async def wait_confirmation(self, incident_id: str, timeout: float = 60) -> dict[str, Any]:
+        """The incident's detail once its confirmation is recorded, either way."""
+
+        async def decided() -> dict[str, Any] | None:
+            detail = await self.incident(incident_id)
+            return detail if detail["state"] in ("confirmed", "unconfirmed") else None
+
+        detail = await wait_for(
+            decided, timeout=timeout, interval=0.1, what=f"{incident_id} confirmed or not"
+        )
+        if detail["times"].get("confirmed"):
+            self.timeline.mark("confirmed (receiver)", parse_time(detail["times"]["confirmed"]))
+        return detail
+
+    async def receiver_metric(self, name: str, **labels: str) -> float:
+        """The sum of the receiver's ``name`` series whose labels include ``labels``."""
+        async with self.session.get(f"{self.receiver_url}/metrics") as resp:
+            text = await resp.text()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name + "{") and all(
+                f'{k}="{v}"' in line.split("}", 1)[0] for k, v in labels.items()
+            ):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
 
     async def receiver_alert_outcomes(self) -> dict[str, float]:
         async with self.session.get(f"{self.receiver_url}/metrics") as resp:
@@ -265,8 +300,15 @@ async def make_stack(
         started.append(model)
 
         policy = write_policy(tmp_path / "policy.yaml", model.url)
-        settings = make_settings(kubeconfig=kube.kubeconfig, policy_file=policy)
-        receiver = await aiohttp_server(create_app(settings))
+        prometheus_port = free_port()
+        settings = make_settings(
+            kubeconfig=kube.kubeconfig,
+            policy_file=policy,
+            prometheus_url=f"http://127.0.0.1:{prometheus_port}",
+        )
+        receiver = await aiohttp_server(
+            create_app(settings, confirm_options={"interval_seconds": CONFIRM_POLL_SECONDS})
+        )
         receiver_url = str(receiver.make_url("")).rstrip("/")
         tap = DeliveryTap(receiver_url)
         tap_server = await aiohttp_server(tap.make_app())
@@ -287,7 +329,9 @@ async def make_stack(
             started.append(am)
             await am.start(session)
 
-        rules = rewrite_rules(tmp_path / "rules", lambda s: s * FOR_SCALE)
+        rules = rewrite_rules(
+            tmp_path / "rules", lambda s: s * FOR_SCALE, ranges=lambda s: s * RANGE_SCALE
+        )
         receiver_address = receiver_url.removeprefix("http://")
         prometheus = Prometheus(
             tmp_path / "prometheus",
@@ -300,6 +344,7 @@ async def make_stack(
                 ),
             ],
             interval=INTERVAL,
+            port=prometheus_port,
         )
         started.append(prometheus)
         await prometheus.start(session)
@@ -319,7 +364,8 @@ async def make_stack(
 
         timeline = Timeline(request.node.name)
         timeline.notes.append(
-            f"scrape/eval {INTERVAL}; for: x{FOR_SCALE:.4f} of shipped; route group_wait "
+            f"scrape/eval {INTERVAL}; for: x{FOR_SCALE:.4f}, ranges x{RANGE_SCALE:.4f} of "
+            f"shipped; route group_wait "
             f"{GROUP_WAIT} (shipped {SHIPPED_GROUP_WAIT}), group_interval {GROUP_INTERVAL} "
             f"(shipped {SHIPPED_GROUP_INTERVAL}); {alertmanagers} Alertmanager(s); "
             f"simulated traffic {traffic_rate}/s"

@@ -1,8 +1,10 @@
 """Real Prometheus and Alertmanager for the end-to-end tests: configs and processes.
 
 - ``rewrite_rules``: the shipped ``alert_rules/*.rules.yaml`` with only ``for:`` (and a
-  group ``interval``, were one set) shortened; expressions, labels and annotations are
-  checked to be unchanged after the rewrite.
+  group ``interval``, were one set) and, when asked, the range durations shortened (with
+  the window a recording rule's name states); labels and annotations are checked to be
+  unchanged, and each expression to parse to the shipped syntax tree but for those
+  durations and names.
 - ``rewrite_route``: the shipped ``deploy/alertmanager.yml`` with only the webhook url,
   the ``credentials_file`` path and the rollback route's ``group_wait`` /
   ``group_interval`` changed; every other key is checked to be unchanged, and the
@@ -21,6 +23,7 @@ import asyncio
 import contextlib
 import ctypes
 import json
+import math
 import re
 import shutil
 import signal
@@ -33,10 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import promql_parser
 import pytest
 import yaml
 from aiohttp import web
 
+from receiver.durations import format_duration as prom_duration
+from receiver.durations import parse_duration as prom_seconds
 from tests.conftest import ROOT, free_port
 
 RULES_DIR = ROOT / "alert_rules"
@@ -102,8 +108,17 @@ class ForRewrite:
 
 @dataclass
 class LoadedRules:
+    """The rewritten rule files and what was rewritten.
+
+    ``records`` maps each shipped recording rule name that states a window to its loaded
+    name (``...:ratio_rate5m`` -> ``...:ratio_rate10s``); ``ranges`` maps each shipped
+    range duration, in seconds, to the loaded one.
+    """
+
     files: list[Path]
     rewrites: list[ForRewrite]
+    records: dict[str, str] = field(default_factory=dict)
+    ranges: dict[float, float] = field(default_factory=dict)
 
     def loaded_for(self, alert: str, tier: str) -> float:
         for r in self.rewrites:
@@ -117,23 +132,112 @@ class LoadedRules:
                 return r.shipped
         raise KeyError((alert, tier))
 
+    def record(self, shipped_name: str) -> str:
+        """The loaded name of a shipped recording rule (unchanged when it states no window)."""
+        return self.records.get(shipped_name, shipped_name)
 
-def _without(rule: dict[str, Any], key: str) -> dict[str, Any]:
-    return {k: v for k, v in rule.items() if k != key}
+
+def _without(rule: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: v for k, v in rule.items() if k not in keys}
+
+
+# A range duration as written in PromQL: ``[5m]``, ``[1h30m]``, a subquery's ``[30m:1m]``
+# (its range only; a step is a resolution, not a window).
+_RANGE = re.compile(r"\[(\s*)((?:\d+(?:ms|[smhdwy]))+)(\s*)(?=[\]:])")
+# The window a recording rule's name states at the end of its operations part
+# (``level:metric:operations``): ``ratio_rate5m``, ``increase30m``. The receiver reads an
+# alert's range window from these names (``receiver.verify.promql.range_window_seconds``),
+# so a rule whose window is rewritten is renamed by the same mapping.
+_RECORDED_WINDOW = re.compile(r"(?<=[a-z])((?:\d+(?:ms|[smhdwy]))+)$")
+# Lines of the parser's tree dump (Rust ``Debug``): a range, and a string on its own line.
+_TREE_RANGE = re.compile(r"(\s*)range: (\d+(?:\.\d+)?)(s|ms|µs|ns),")
+_TREE_STRING = re.compile(r'(\s*)"(.*)",')
+_RUST_UNITS = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "ns": 1e-9}
+
+
+def _scaled(text: str, scale: Callable[[float], float]) -> str:
+    return prom_duration(scale(prom_seconds(text)))
+
+
+def _renamed(name: str, ranges: Callable[[float], float]) -> str:
+    head, sep, operations = name.rpartition(":")
+    match = _RECORDED_WINDOW.search(operations) if sep else None
+    if match is None:
+        return name
+    return f"{head}:{operations[: match.start()]}{_scaled(match.group(1), ranges)}"
+
+
+def _rewrite_expr(expr: str, ranges: Callable[[float], float], names: dict[str, str]) -> str:
+    text = _RANGE.sub(lambda m: f"[{m[1]}{_scaled(m[2], ranges)}{m[3]}", expr)
+    if names:
+        alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+        pattern = re.compile(rf"(?<![A-Za-z0-9_:])({alternatives})(?![A-Za-z0-9_:])")
+        text = pattern.sub(lambda m: names[m[1]], text)
+    return text
+
+
+def _tree(expr: str) -> list[str]:
+    """The complete syntax tree of ``expr`` as the PromQL parser dumps it, line by line."""
+    return repr(promql_parser.parse(expr)).splitlines()
+
+
+def _check_expr(
+    shipped: str, loaded: str, ranges: Callable[[float], float], names: dict[str, str], where: str
+) -> None:
+    """``loaded`` parses to ``shipped``'s tree with every range duration mapped by ``ranges``
+    and every selector naming a renamed recording rule renamed, and nothing else changed."""
+    before, after = _tree(shipped), _tree(loaded)
+    assert len(before) == len(after), f"{where}: the expression's tree changed shape"
+    for i, (b, a) in enumerate(zip(before, after, strict=True)):
+        b_range, a_range = _TREE_RANGE.fullmatch(b), _TREE_RANGE.fullmatch(a)
+        if b_range and a_range and b_range[1] == a_range[1]:
+            want = ranges(float(b_range[2]) * _RUST_UNITS[b_range[3]])
+            got = float(a_range[2]) * _RUST_UNITS[a_range[3]]
+            assert math.isclose(got, want), f"{where}: range {b.strip()} loaded as {a.strip()}"
+            continue
+        b_name, a_name = _TREE_STRING.fullmatch(b), _TREE_STRING.fullmatch(a)
+        if b_name and a_name and i and before[i - 1].strip() == "name: Some(":
+            # A selector's metric name: renamed exactly when it names a renamed rule.
+            want_name = names.get(b_name[2], b_name[2])
+            assert a_name[2] == want_name, f"{where}: selector {b_name[2]} loaded as {a_name[2]}"
+            continue
+        assert b == a, f"{where}: the expression changed beyond range durations: {b!r} -> {a!r}"
 
 
 def rewrite_rules(
-    dest: Path, scale: Callable[[float], float], sources: Iterable[Path] | None = None
+    dest: Path,
+    scale: Callable[[float], float],
+    sources: Iterable[Path] | None = None,
+    *,
+    ranges: Callable[[float], float] | None = None,
 ) -> LoadedRules:
     """Copy the shipped rule files into ``dest`` with every ``for:`` mapped by ``scale``.
 
-    Nothing else changes; that is checked by reloading the written file and comparing each
-    rule without its ``for`` to the shipped one.
+    With ``ranges``, every range duration of every expression (``[5m]``) is mapped by it
+    too, and so is the window that a recording rule's name states (``...:rate5m``), in its
+    ``record:`` and wherever an expression reads it: the rules keep Prometheus's naming
+    practice, which the receiver relies on to know an alert's window. A group
+    ``interval``, were one set, is mapped by ``scale``.
+
+    Nothing else changes; that is checked by reloading each written file and comparing
+    each rule to the shipped one: keys other than ``for``, ``record`` and ``expr``
+    unchanged, names renamed exactly as stated, and each expression parsed by the PromQL
+    parser to the shipped syntax tree with only those durations and names changed.
     """
     dest.mkdir(parents=True, exist_ok=True)
+    sources = sorted(sources or RULES_DIR.glob("*.rules.yaml"))
+    range_map = ranges or (lambda seconds: seconds)
+    names: dict[str, str] = {}
+    if ranges is not None:
+        for src in sources:
+            for group in yaml.safe_load(src.read_text())["groups"]:
+                for rule in group["rules"]:
+                    if "record" in rule and _renamed(rule["record"], ranges) != rule["record"]:
+                        names[rule["record"]] = _renamed(rule["record"], ranges)
     files: list[Path] = []
     rewrites: list[ForRewrite] = []
-    for src in sorted(sources or RULES_DIR.glob("*.rules.yaml")):
+    range_rewrites: dict[float, float] = {}
+    for src in sources:
         shipped = yaml.safe_load(src.read_text())
         doc = yaml.safe_load(src.read_text())
         for group in doc["groups"]:
@@ -152,6 +256,13 @@ def rewrite_rules(
                         )
                     )
                     rule["for"] = loaded
+                if ranges is not None:
+                    for m in _RANGE.finditer(rule["expr"]):
+                        seconds = prom_seconds(m[2])
+                        range_rewrites[seconds] = ranges(seconds)
+                    rule["expr"] = _rewrite_expr(rule["expr"], ranges, names)
+                    if "record" in rule:
+                        rule["record"] = names.get(rule["record"], rule["record"])
         out = dest / src.name
         out.write_text(yaml.safe_dump(doc, sort_keys=False, width=10_000))
         reread = yaml.safe_load(out.read_text())
@@ -160,12 +271,18 @@ def rewrite_rules(
                 g_loaded, "rules"
             ) | {"interval": None}, f"{src.name}: group {g_shipped['name']} changed"
             for r_shipped, r_loaded in zip(g_shipped["rules"], g_loaded["rules"], strict=True):
-                assert _without(r_shipped, "for") == _without(r_loaded, "for"), (
-                    f"{src.name}: rule {r_shipped.get('alert') or r_shipped.get('record')} "
-                    "changed beyond for:"
-                )
+                what = f"{src.name}: rule {r_shipped.get('alert') or r_shipped.get('record')}"
+                assert _without(r_shipped, "for", "record", "expr") == _without(
+                    r_loaded, "for", "record", "expr"
+                ), f"{what} changed beyond for:, its name's window and its ranges"
+                assert ("for" in r_shipped) == ("for" in r_loaded), what
+                assert ("record" in r_shipped) == ("record" in r_loaded), what
+                if "record" in r_shipped:
+                    want = names.get(r_shipped["record"], r_shipped["record"])
+                    assert r_loaded["record"] == want, f"{what} loaded as {r_loaded['record']}"
+                _check_expr(r_shipped["expr"], r_loaded["expr"], range_map, names, what)
         files.append(out)
-    return LoadedRules(files, rewrites)
+    return LoadedRules(files, rewrites, names, range_rewrites)
 
 
 # --- Alertmanager route ----------------------------------------------------------------
@@ -355,7 +472,10 @@ class ScrapeTarget:
 
 
 class Prometheus(ManagedProcess):
-    """``prometheus`` scraping the given targets every second, evaluating every second."""
+    """``prometheus`` scraping the given targets every second, evaluating every second.
+
+    ``port`` may be chosen before (``free_port``) when its URL is needed before it starts.
+    """
 
     def __init__(
         self,
@@ -365,9 +485,10 @@ class Prometheus(ManagedProcess):
         alertmanagers: list[str],
         targets: list[ScrapeTarget],
         interval: str = "1s",
+        port: int | None = None,
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         self.interval = interval
         config = {
             "global": {

@@ -2,8 +2,10 @@
 
 Each scenario rolls a bad version out during the test (v1 -> v2, then v3 misbehaving),
 waits for the shipped rule to fire in Prometheus, for Alertmanager to deliver it through
-the shipped route, and for the receiver's outcome as design.md states it. The timeline
-(degraded, alert active, delivered, received, switched, healthy) is printed at the end.
+the shipped route, and for the receiver's outcome as design.md states it: for a rollback,
+verified and then confirmed (or not) by the alert's own expression restricted to the
+target, evaluated by this Prometheus. The timeline (degraded, alert active, delivered,
+received, switched, healthy, confirmed) is printed at the end.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import asyncio
 from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import promql_parser
 
 from tests.conftest import WEBHOOK_TOKEN, wait_for
 from tests.e2e.conftest import MODEL, NS, MakeStack, Stack, parse_time
@@ -82,7 +87,7 @@ def assert_delivered(
 async def wait_v2_scraped(stack: Stack) -> None:
     """Prometheus sees the switch: v2's series are scraped again and v3's are stale.
 
-    (v3's alert stays active meanwhile: its 5m rates still hold v3's last samples, range
+    (v3's alert stays active meanwhile: its rates still hold v3's last samples, range
     selectors ignore staleness, so it lasts until the rate window has drained.)
     """
 
@@ -114,10 +119,92 @@ async def assert_rolled_back(stack: Stack, item: dict[str, Any], trigger: str) -
     assert stack.model.current_version() == "v2"
 
 
+async def assert_confirmation(
+    stack: Stack,
+    item: dict[str, Any],
+    alert: dict[str, Any],
+    *,
+    result: str,
+    reason: str,
+    restricted: list[str],
+) -> dict[str, Any]:
+    """The incident ended ``result``: its evidence, its timing and the query it ran.
+
+    ``alert`` is the firing alert as Alertmanager delivered it; ``restricted`` the shipped
+    names of the recording rules its expression reads per version.
+    """
+    detail = await stack.wait_confirmation(item["id"])
+    stack.timeline.notes.append(f"incident {item['id']}: {detail['events'][-1]['message']}")
+    evidence = detail["confirmation"]
+    assert (detail["state"], evidence["result"], evidence["reason"]) == (result, result, reason), (
+        detail
+    )
+    assert detail["reason"] == reason
+    target = detail["target_version"]
+    assert target == "v2"
+
+    # When: the target served for the rule's range window plus its for:, both read from
+    # this Prometheus (the loaded 10s and 5s; the shipped 5m + 5m would be 10 minutes).
+    name = alert["labels"]["alertname"]
+    window = stack.rules.ranges[300.0]
+    pending = stack.rules.loaded_for(name, alert["labels"]["tier"])
+    switched = parse_time(detail["times"]["switched"])
+    due, evaluated = parse_time(evidence["due_at"]), parse_time(evidence["evaluated_at"])
+    assert switched and due and evaluated
+    assert abs((due - switched).total_seconds() - (window + pending)) < 0.001, (switched, due)
+    assert due <= evaluated <= due + timedelta(seconds=5), (due, evaluated)
+    stack.timeline.mark("confirmation due (receiver)", due)
+    stack.timeline.mark(f"{result}: evaluated at (receiver)", evaluated)
+
+    # What: the alert's own expression (its generatorURL's g0.expr) with the target's
+    # version, and the model's labels, on each selector of a per-version series; nothing
+    # else changed. The model-wide tier selector is left alone.
+    expr = parse_qs(urlsplit(alert["generatorURL"]).query)["g0.expr"][0]
+    query = evidence["query"]
+    pins = f'{{namespace="{NS}", model="{MODEL}", model_version="{target}"}}'
+    for shipped in restricted:
+        assert f"{stack.rules.record(shipped)}{pins}" in query, (shipped, query)
+    assert 'model_version="v3"' not in query
+    assert 'namespace_model:model_tier:info{tier="critical"}' in query
+    unrestricted = query.replace(pins, "")
+    assert repr(promql_parser.parse(unrestricted)) == repr(promql_parser.parse(expr)), (
+        query,
+        expr,
+    )
+
+    # The evidence is what Prometheus answers for that query at that time, and the target
+    # had data in every restricted series then (no empty answer mistaken for health).
+    at = f"{evaluated.timestamp():.3f}"
+    answer = await stack.prometheus.api(stack.session, "query", query=query, time=at)
+    assert [s["metric"] for s in answer["result"]] == [v["labels"] for v in evidence["value"]]
+    for shipped in restricted:
+        selector = f"{stack.rules.record(shipped)}{pins}"
+        data = await stack.prometheus.api(stack.session, "query", query=selector, time=at)
+        assert data["result"], f"no data for {target}: {selector}"
+        values = ", ".join(f"{float(s['value'][1]):.3g}" for s in data["result"])
+        stack.timeline.notes.append(f"at evaluation: {selector} = {values}")
+    kinds = [e["kind"] for e in detail["events"]]
+    assert "confirmation_scheduled" in kinds and result in kinds, kinds
+    if result == "confirmed":
+        assert evidence["value"] == []
+        assert detail["times"]["confirmed"]
+        message = next(e["message"] for e in detail["events"] if e["kind"] == "confirmed")
+        assert "data checks found series" in message, message
+    else:
+        assert evidence["value"], evidence
+        assert all(v["labels"]["model_version"] == target for v in evidence["value"])
+        assert "escalated" in kinds
+        assert detail["times"]["confirmed"] is None
+    assert (await stack.receiver_metric("receiver_confirmations_total", result=result)) == 1
+    return detail
+
+
 # --- 1. error rate ---------------------------------------------------------------------
 
 
-async def test_error_rate_rolls_the_deployment_back_and_verifies(make_stack: MakeStack) -> None:
+async def test_error_rate_rolls_the_deployment_back_verifies_and_confirms(
+    make_stack: MakeStack,
+) -> None:
     stack = await make_stack()
     degraded = await stack.roll_out_bad_version(Behaviour(error_ratio=0.5))
 
@@ -131,18 +218,39 @@ async def test_error_rate_rolls_the_deployment_back_and_verifies(make_stack: Mak
     assert_label_contract(alert["labels"], **contract)
 
     item = await stack.wait_incident("verified")
-    assert_delivered(stack, alert, degraded, **contract)
+    delivered = assert_delivered(stack, alert, degraded, **contract)
     await assert_rolled_back(stack, item, "error_rate")
     await wait_v2_scraped(stack)
+    assert len(stack.template_changes()) == 1
+
+    # v2 (healthy: no errors) serves for the alert's window plus its for:, then the
+    # alert's own expression restricted to v2 finds no breach, and v2 has data and
+    # enough traffic for the guard: confirmed.
+    await assert_confirmation(
+        stack,
+        item,
+        delivered[0][1],
+        result="confirmed",
+        reason="no_breach",
+        restricted=[
+            "namespace_model_version:model_prediction_errors_per_predictions:ratio_rate5m",
+            "namespace_model_version:model_predictions:rate5m",
+        ],
+    )
+    assert stack.serving_version() == "v2"
     assert len(stack.template_changes()) == 1
 
 
 # --- 2. p99 latency --------------------------------------------------------------------
 
 
-async def test_p99_latency_rolls_the_deployment_back_and_verifies(make_stack: MakeStack) -> None:
+async def test_p99_latency_rolls_back_and_verifies_but_a_slow_target_is_unconfirmed(
+    make_stack: MakeStack,
+) -> None:
     stack = await make_stack()
     degraded = await stack.roll_out_bad_version(Behaviour(latency_seconds=1.5))
+    # v2 will be as slow once it serves again (it is not serving now: nothing is counted).
+    stack.model.behave("v2", Behaviour(latency_seconds=1.5))
 
     alert = await stack.wait_alert("ModelServingLatencyHigh")
     contract = {
@@ -155,9 +263,42 @@ async def test_p99_latency_rolls_the_deployment_back_and_verifies(make_stack: Ma
     assert float(alert["value"]) > 0.5  # the p99 against the critical tier's 0.5s SLA
 
     item = await stack.wait_incident("verified")
-    assert_delivered(stack, alert, degraded, **contract)
+    delivered = assert_delivered(stack, alert, degraded, **contract)
     await assert_rolled_back(stack, item, "latency_p99")
     await wait_v2_scraped(stack)
+    assert len(stack.template_changes()) == 1
+
+    # The health routes answer, but v2's p99 breaches the SLA too: the alert's own
+    # expression restricted to v2 returns v2's series. Unconfirmed and escalated; a person
+    # decides, nothing is rolled back further.
+    await assert_confirmation(
+        stack,
+        item,
+        delivered[0][1],
+        result="unconfirmed",
+        reason="breach",
+        restricted=[
+            "namespace_model_version:model_prediction_duration_seconds:p99_rate5m",
+            "namespace_model_version:model_predictions:rate5m",
+        ],
+    )
+
+    # v2's own alert fires too and is delivered: the receiver does not act on a version
+    # its own rollback made current.
+    async def v2_refused() -> dict[str, Any] | None:
+        return next(
+            (
+                i
+                for i in await stack.incidents()
+                if i["bad_version"] == "v2" and i["state"] not in ("open", "acting")
+            ),
+            None,
+        )
+
+    other = await wait_for(v2_refused, timeout=30, interval=0.2, what="v2's alert decided")
+    assert stack.tap.firing(alertname=contract["alertname"], model_version="v2")
+    assert (other["state"], other["reason"]) == ("refused", "made_current_by_us"), other
+    assert stack.serving_version() == "v2"
     assert len(stack.template_changes()) == 1
 
 
@@ -206,11 +347,13 @@ async def test_too_little_traffic_raises_no_alert(make_stack: MakeStack) -> None
     prom, session = stack.prometheus, stack.session
 
     # Every prediction of v3 fails: the error condition alone holds ...
+    rules = stack.rules
     ratio = (
-        "namespace_model_version:model_prediction_errors_per_predictions:ratio_rate5m"
-        '{model_version="v3"}'
+        rules.record("namespace_model_version:model_prediction_errors_per_predictions:ratio_rate5m")
+        + '{model_version="v3"}'
     )
-    guard = 'namespace_model_version:model_predictions:rate5m{model_version="v3"}'
+    guard = rules.record("namespace_model_version:model_predictions:rate5m")
+    guard += '{model_version="v3"}'
 
     async def errors_recorded() -> bool:
         return bool(await prom.query(session, f"{ratio} > 0.05"))
@@ -246,7 +389,7 @@ async def test_too_little_traffic_raises_no_alert(make_stack: MakeStack) -> None
         assert [a for a in await am.alerts(session) if a["labels"].get("model") == MODEL] == []
     assert await stack.incidents() == []
     stack.timeline.notes.append(
-        f"guard (rate5m of v3) peaked at {max(guard_values):.3f}/s over {window:.0f}s"
+        f"guard (predictions rate of v3) peaked at {max(guard_values):.3f}/s over {window:.0f}s"
     )
 
     # Control: the same failing version with enough traffic does alert and is rolled back,
