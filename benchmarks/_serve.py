@@ -1,7 +1,15 @@
 """Run one server for a benchmark in its own process; prints ``LISTENING <url>`` when bound.
 
     python benchmarks/_serve.py bare                  # aiohttp handler: parse JSON, answer 200
+    python benchmarks/_serve.py floor                 # what every delivery must cost (below)
     python benchmarks/_serve.py receiver [--no-workers] [--memory-route]
+
+``floor`` is the work the design asks of every delivery and nothing else, with the
+product's own code for each step: the bearer token, ``intake.parse_delivery`` and
+``intake.admit`` (validation, dedup key, job JSON), the Redis store's group-committed ingest
+script (real Redis at ``BENCH_REDIS_URL`` under ``BENCH_KEY_PREFIX``), and the per-alert
+answer. No middleware, metrics, workers, readiness or policy: the distance from ``floor``
+to ``receiver`` is what the app around the webhook costs.
 
 ``receiver`` builds the product's app with ``create_app`` from ``RECEIVER_*`` settings in
 the environment (the CLI's ``serve`` does the same) and logs as ``serve`` does, JSON at
@@ -18,6 +26,7 @@ import gc
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -27,6 +36,55 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 async def bare_webhook(request: web.Request) -> web.Response:
     await request.json()
     return web.Response(status=200)
+
+
+def floor_app() -> web.Application:
+    import os
+
+    import pydantic_core
+
+    from receiver import intake
+    from receiver.models import utcnow
+    from receiver.store.redis import RedisStore
+    from receiver.web.middleware import bearer_ok
+
+    store_key = web.AppKey("store", RedisStore)
+    token = os.environ.get("BENCH_WEBHOOK_TOKEN", "test-token")
+
+    async def floor_webhook(request: web.Request) -> web.Response:
+        if not bearer_ok(request, token):
+            return web.Response(status=401)
+        payload = intake.parse_delivery(await request.read())
+        now = utcnow()
+        admissions = [
+            intake.admit(item, index=i, group_key=payload.group_key, received_at=now)
+            for i, item in enumerate(payload.alerts)
+        ]
+        fresh = iter(
+            await request.app[store_key].ingest(
+                [(a.dedup_key, a.wire) for a in admissions if a.wire], 600
+            )
+        )
+        results = []
+        for a in admissions:
+            outcome, _ = intake.settle(a, next(fresh) if a.wire else False)
+            results.append({"index": a.index, "outcome": outcome})
+        body = {"status": "ok", "group_key": payload.group_key, "alerts": results}
+        return web.Response(body=pydantic_core.to_json(body), content_type="application/json")
+
+    async def store_ctx(app: web.Application) -> Any:
+        app[store_key] = RedisStore.from_url(
+            os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+            prefix=os.environ["BENCH_KEY_PREFIX"],
+            retention_seconds=600,
+        )
+        yield
+        await app[store_key].close()
+
+    app = web.Application(client_max_size=1024 * 1024)
+    app.cleanup_ctx.append(store_ctx)
+    app.router.add_post("/webhook/alertmanager", floor_webhook)
+    return app
 
 
 def bare_app() -> web.Application:
@@ -85,12 +143,14 @@ async def serve(app: web.Application) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("kind", choices=["bare", "receiver"])
+    parser.add_argument("kind", choices=["bare", "floor", "receiver"])
     parser.add_argument("--no-workers", action="store_true")
     parser.add_argument("--memory-route", action="store_true")
     args = parser.parse_args()
     if args.kind == "bare":
         app = bare_app()
+    elif args.kind == "floor":
+        app = floor_app()
     else:
         app = receiver_app(not args.no_workers, args.memory_route)
     asyncio.run(serve(app))
