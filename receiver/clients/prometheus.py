@@ -88,6 +88,16 @@ class AlertRule:
     group: str = ""
 
 
+@dataclass(frozen=True)
+class RecordingRule:
+    """A recording rule as Prometheus loaded it: the series ``name`` recorded from ``expr``."""
+
+    name: str
+    expr: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    group: str = ""
+
+
 class PrometheusClient:
     """Queries one Prometheus (``base_url``, a path prefix allowed) through ``session``.
 
@@ -154,6 +164,31 @@ class PrometheusClient:
                     )
         except (KeyError, TypeError, ValueError) as e:
             raise PrometheusProtocolError(f"rules: malformed answer ({e!r})") from e
+        return rules
+
+    async def recording_rules(self) -> list[RecordingRule]:
+        """Every recording rule Prometheus has loaded, in its order.
+
+        A name recorded in several groups (or several times in one) is listed once per
+        rule: each has its own expression.
+        """
+        data = await self._call("GET", "rules", "recording rules", params={"type": "record"})
+        rules: list[RecordingRule] = []
+        try:
+            for group in data["groups"]:
+                for rule in group["rules"]:
+                    if rule.get("type") != "recording":
+                        continue
+                    rules.append(
+                        RecordingRule(
+                            name=rule["name"],
+                            expr=rule["query"],
+                            labels=dict(rule.get("labels") or {}),
+                            group=group.get("name", ""),
+                        )
+                    )
+        except (KeyError, TypeError, ValueError) as e:
+            raise PrometheusProtocolError(f"recording rules: malformed answer ({e!r})") from e
         return rules
 
     async def alert_rule(

@@ -170,6 +170,21 @@ async def test_an_unknown_alert_has_no_rule(client: PrometheusClient) -> None:
     assert await client.alert_rule("NoSuchAlert") is None
 
 
+async def test_recording_rules_lists_every_shipped_recording_rule(
+    client: PrometheusClient,
+) -> None:
+    rules = await client.recording_rules()
+
+    shipped = [r for r in shipped_rules() if "record" in r]
+    assert [(r.name, r.group) for r in rules] == [(r["record"], r["group"]) for r in shipped]
+    # A name recorded several times keeps each expression (the tier defaults: one per tier).
+    slo = [r for r in rules if r.name == "tier:model_slo_accuracy:ratio"]
+    assert [(r.expr, r.labels["tier"]) for r in slo] == [
+        ("vector(0.9)", "critical"),
+        ("vector(0.8)", "experimental"),
+    ]
+
+
 # --- failures ----------------------------------------------------------------------------
 
 Handler = Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]]
@@ -249,6 +264,45 @@ async def test_statuses_map_to_permanent_and_temporary_errors(
     assert isinstance(error, TemporaryError) == (kind is PrometheusUnavailable)
     assert isinstance(error, PermanentError) == (kind is not PrometheusUnavailable)
     assert not isinstance(error, aiohttp.ClientError)
+
+
+async def test_recording_rules_of_every_group_are_listed_and_alerts_skipped(
+    serve: Callable[..., Coroutine[Any, Any, PrometheusClient]],
+) -> None:
+    asked: list[dict[str, str]] = []
+    groups = [
+        {"name": "a", "rules": [
+            {"type": "recording", "name": "ns:errors:ratio", "query": "rate(e[10m])"},
+            {"type": "alerting", "name": "Errors", "query": "ns:errors:ratio > 1"},
+        ]},
+        {"name": "b", "rules": [
+            {"type": "recording", "name": "ns:errors:ratio", "query": "rate(e[30m])",
+             "labels": {"source": "b"}},
+        ]},
+    ]  # fmt: skip
+
+    async def handler(request: web.Request) -> web.Response:
+        asked.append(dict(request.query))
+        return web.json_response({"status": "success", "data": {"groups": groups}})
+
+    client = await serve(handler)
+    rules = await client.recording_rules()
+
+    assert asked == [{"type": "record"}]
+    assert [(r.name, r.expr, dict(r.labels), r.group) for r in rules] == [
+        ("ns:errors:ratio", "rate(e[10m])", {}, "a"),
+        ("ns:errors:ratio", "rate(e[30m])", {"source": "b"}, "b"),
+    ]
+
+
+async def test_a_malformed_rules_answer_is_a_protocol_error(
+    serve: Callable[..., Coroutine[Any, Any, PrometheusClient]],
+) -> None:
+    groups = [{"name": "a", "rules": [{"type": "recording", "name": "ns:errors:ratio"}]}]
+    client = await serve(answer(200, {"status": "success", "data": {"groups": groups}}))
+
+    with pytest.raises(PrometheusProtocolError, match="recording rules: malformed answer"):
+        await client.recording_rules()
 
 
 async def test_retry_after_of_a_throttling_prometheus_is_the_delay(
