@@ -1,11 +1,12 @@
 """Confirmation as durable work: schedule it when an incident is verified, run it when due.
 
 design.md ("Verification and confirmation", **Confirmed**): once the target has served for
-the alert rule's range window plus its ``for:`` (read from Prometheus's ``/api/v1/rules``;
-else the policy's ``confirm_after`` for the alert's category), the alert's own expression,
-restricted to the target version, must show no breach **and** data for the target. The
-evaluation itself is ``verify.confirm``; this module decides when, takes the work so that
-exactly one replica does it, and records the evidence on the incident.
+the alert rule's range window plus its ``for:`` (read from Prometheus's ``/api/v1/rules``,
+the window through the recording rules it lists; else the policy's ``confirm_after`` for
+the alert's category), the alert's own expression, restricted to the target version, must
+show no breach **and** data for the target. The evaluation itself is ``verify.confirm``;
+this module decides when, takes the work so that exactly one replica does it, and records
+the evidence on the incident.
 
 Pending confirmations live in the store (a sorted set by due time), so a crash between
 "verified" and "confirmed" loses nothing: any replica's loop finds the work when it is
@@ -129,7 +130,29 @@ class Confirmer:
         except ReceiverError as e:
             log.warning("rule %s not read from Prometheus (%s): using confirm_after", name, e)
             rule = None
-        return confirm_delay_seconds(rule, expr, fallback)
+        if rule is None:
+            return fallback
+        return confirm_delay_seconds(rule, expr, fallback, await self._recording_rules(name))
+
+    async def _recording_rules(self, alert: str) -> dict[str, tuple[str, ...]] | None:
+        """Recording rule name -> its expressions (a name may be recorded in several
+        groups); None when Prometheus cannot list them, and each recording rule of the
+        alert then counts the window its name states."""
+        assert self.prometheus is not None
+        try:
+            rules = await self.prometheus.recording_rules()
+        except ReceiverError as e:
+            log.warning(
+                "recording rules not read from Prometheus (%s): the window of %s counts"
+                " the windows their names state",
+                e,
+                alert,
+            )
+            return None
+        exprs: dict[str, tuple[str, ...]] = {}
+        for r in rules:
+            exprs[r.name] = (*exprs.get(r.name, ()), r.expr)
+        return exprs
 
     def _fallback(self, incident: Incident) -> float:
         model = self.policy.lookup(incident.cluster, incident.namespace, incident.model)

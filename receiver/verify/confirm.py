@@ -25,7 +25,8 @@ Prometheus API (401, 403, 404, not its JSON) is ``prometheus_unavailable`` at on
 expression that cannot be restricted, or that Prometheus rejects, is ``bad_expression``.
 
 ``confirm_delay_seconds`` says when to ask: once the target has served for the
-expression's range window plus the rule's ``for:``.
+expression's range window (of the selectors it restricts, through the recording rules
+Prometheus runs) plus the rule's ``for:``.
 
 What this module must not do: schedule, persist or change incidents; the caller does.
 It reads Prometheus only through the client it is given.
@@ -35,7 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal, Protocol
@@ -151,16 +152,24 @@ async def confirm(
         return replace(outcome, attempts=attempts)
 
 
-def confirm_delay_seconds(rule: AlertRule | None, expr: str, fallback_seconds: float) -> float:
+def confirm_delay_seconds(
+    rule: AlertRule | None,
+    expr: str,
+    fallback_seconds: float,
+    recording_rules: Mapping[str, Sequence[str]] | None = None,
+) -> float:
     """Seconds the target must serve before confirming: range window plus ``for:``.
 
-    Without the rule (Prometheus did not list it) or with an expression that does not
-    parse, ``fallback_seconds`` (the policy's ``confirm_after`` for the category).
+    The window is ``promql.range_window_seconds`` of ``expr`` with ``recording_rules``
+    (name -> expressions, as Prometheus runs them; None: each recording rule counts the
+    window its name states). Without the rule (Prometheus did not list it) or with an
+    expression that does not parse, ``fallback_seconds`` (the policy's ``confirm_after``
+    for the category).
     """
     if rule is None:
         return fallback_seconds
     try:
-        window = range_window_seconds(expr)
+        window = range_window_seconds(expr, recording_rules)
     except ConfirmationError:
         return fallback_seconds
     return window + rule.for_seconds

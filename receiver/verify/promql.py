@@ -30,6 +30,15 @@ such as ``v2`` is not unique across models, and without the pin a breach of anot
 model's ``v2`` would count. A selector the rules leave alone keeps its text; the joins of
 the alert (``and on (namespace, model)``) restrict it as they always did.
 
+**Range window.** ``range_window_seconds`` says how long the target must have served
+before the restricted series are its own: the largest range (offsets and subqueries
+included) over the selectors the rules above restrict, where a selector of a recording
+rule Prometheus runs also reads back the window of that rule's expression (followed
+through the recording rules it reads, the same test applied to their selectors). The
+recording rules are passed in (``confirmation.Confirmer`` reads them from Prometheus's
+``/api/v1/rules``); one not passed counts the window its name states
+(``...:ratio_rate5m``: 5m).
+
 **Data checks.** "No series" from the restricted expression only means "no breach" when
 the target has data, so ``restrict`` also returns the checks that must each find series
 (``Restriction.data_checks``): every restricted selector as written (a range selector
@@ -50,7 +59,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -62,6 +72,10 @@ from receiver.durations import format_duration, parse_duration
 from receiver.errors import PermanentError, truncate
 
 MODEL_VERSION_LABEL = "model_version"
+# The labels that identify a model; confirmation pins each on the restricted selectors.
+MODEL_LABELS = ("namespace", "model")
+# How many recording rules deep a range window is followed (a rule reading a rule...).
+MAX_RECORDING_DEPTH = 16
 
 # The metrics contract (alert_rules/README.md): series a model server exports per version.
 PER_VERSION_METRICS = frozenset(
@@ -197,18 +211,49 @@ def presence_query(checks: tuple[str, ...] | list[str], label: str = "check") ->
     return " or ".join(parts)
 
 
-def range_window_seconds(expr: str) -> float:
-    """How far back from the evaluation time ``expr`` reads: its largest range window.
+def range_window_seconds(
+    expr: str,
+    recording_rules: Mapping[str, Sequence[str]] | None = None,
+    *,
+    model_labels: Collection[str] = MODEL_LABELS,
+) -> float:
+    """How far back from the evaluation time the series the confirmation restricts are read.
 
-    A range ``x[5m]`` reads 5m back; its ``offset 15m`` moves that to 20m; a subquery
-    ``rate(x[5m])[30m:1m]`` reads 30m plus the 5m inside it. A recording rule's series
-    reads the window its name states in the operations part (``level:metric:operations``,
-    Prometheus's naming practice): ``...:ratio_rate5m`` 5m, ``...:increase30m`` 30m. The
-    shipped alerts read only recording rules, so their windows are found this way. An
-    instant selector of a raw series reads 0s back here (its lookback is Prometheus's
-    business). Raises ``ConfirmationError`` when ``expr`` does not parse.
+    The confirmation waits this long (plus the rule's ``for:``) after the switch, so that
+    everything it restricts to the target was computed from the target alone. Only the
+    selectors the restriction restricts count (rules 1-4 of the module docstring, with
+    ``model_labels`` the names identifying a model): a model-wide join such as
+    ``namespace_model:model_tier:info`` (recorded over ``[1h]``) does not depend on the
+    version serving, and does not count.
+
+    A counted selector reads back its range, plus its offset: ``x[5m]`` 5m, ``x[5m] offset
+    15m`` 20m; a subquery ``rate(x[5m])[30m:1m]`` reads 30m plus the 5m inside it. A
+    selector naming a recording rule of ``recording_rules`` (name -> the expressions it is
+    recorded from, one per group defining it) also reads back the window of those
+    expressions (the largest), found the same way among their selectors and through the
+    recording rules they read, down to ``MAX_RECORDING_DEPTH`` rules; inside a recording
+    rule every raw series counts except the per-model ones, since the rule aggregates all
+    models. A recording rule that is not in ``recording_rules``, that is reached again
+    through itself (a cycle) or deeper than ``MAX_RECORDING_DEPTH``, or whose expression
+    does not parse, counts the window its name states (``level:metric:operations``,
+    Prometheus's naming practice): ``...:ratio_rate5m`` 5m, ``...:increase30m`` 30m, and
+    none (0s) when its name states none. An instant selector of a raw series reads 0s back
+    here (its lookback is Prometheus's business).
+
+    An expression with no selector the restriction restricts cannot be confirmed
+    (``restrict`` refuses it, and the confirmation says so when due); its window is then
+    the largest over every selector. Raises ``ConfirmationError`` when ``expr`` does not
+    parse.
     """
-    return _window(parse(expr))
+    tree = parse(expr)
+    rules = recording_rules or {}
+    labels = frozenset(model_labels)
+    window = _Window(rules, labels, restricted_only=True).of(tree, inside=False, path=frozenset())
+    if window is None:
+        window = _Window(rules, labels, restricted_only=False).of(
+            tree, inside=False, path=frozenset()
+        )
+    return window or 0.0
 
 
 def parse(expr: str) -> Any:
@@ -331,16 +376,28 @@ class _Renderer:
         return text
 
     def _carries_version(self, name: str | None, matchers: list[tuple[str, str, str]]) -> bool:
-        labels = {m[0] for m in matchers}
-        if MODEL_VERSION_LABEL in labels:
-            return True
-        if name is not None and ":" in name:
-            return bool(_LEVEL_HAS_VERSION.search(name.split(":", 1)[0]))
-        if name in PER_VERSION_METRICS:
-            return True
-        if name in PER_MODEL_METRICS:
-            return False
-        return bool(labels & self.model_labels.keys())
+        return _carries_version(name, {m[0] for m in matchers}, self.model_labels.keys())
+
+
+def _carries_version(
+    name: str | None, labels: AbstractSet[str], model_labels: AbstractSet[str] | None
+) -> bool:
+    """Rules 1-4 of the module docstring: are the selector's series per version?
+
+    ``labels`` are the names the selector has matchers on. ``model_labels`` None reads a
+    selector inside a recording rule's expression: a recording rule aggregates every
+    model, so its raw series carry no matcher on the model's labels, and rule 4 counts
+    any raw series that is not per model.
+    """
+    if MODEL_VERSION_LABEL in labels:
+        return True
+    if name is not None and ":" in name:
+        return bool(_LEVEL_HAS_VERSION.search(name.split(":", 1)[0]))
+    if name in PER_VERSION_METRICS:
+        return True
+    if name in PER_MODEL_METRICS:
+        return False
+    return model_labels is None or bool(labels & model_labels)
 
 
 def _match_op(op: Any) -> str:
@@ -350,29 +407,97 @@ def _match_op(op: Any) -> str:
     raise ConfirmationError(f"unsupported label matcher {op!r}")
 
 
-def _window(node: Any) -> float:
-    if isinstance(node, pp.VectorSelector):
-        return _recorded_window(node.name) + _offset_seconds(node.offset)
-    if isinstance(node, pp.MatrixSelector):
-        selector = node.vector_selector
-        recorded = _recorded_window(selector.name)
-        return node.range.total_seconds() + recorded + _offset_seconds(selector.offset)
-    if isinstance(node, pp.SubqueryExpr):
-        return node.range.total_seconds() + _offset_seconds(node.offset) + _window(node.expr)
-    children: list[Any] = []
-    if isinstance(node, pp.Call):
-        children = list(node.args)
-    elif isinstance(node, pp.AggregateExpr):
-        children = [node.expr] + ([node.param] if node.param is not None else [])
-    elif isinstance(node, pp.BinaryExpr):
-        children = [node.lhs, node.rhs]
-    elif isinstance(node, pp.UnaryExpr | pp.ParenExpr):
-        children = [node.expr]
-    return max((_window(c) for c in children), default=0.0)
+class _Window:
+    """How far back the selectors that count read; see ``range_window_seconds``.
+
+    With ``restricted_only`` a selector counts when ``_carries_version`` says the
+    restriction would restrict it (inside a recording rule's expression: the same test,
+    read as ``_carries_version`` says for recording rules); otherwise every selector counts.
+    ``of`` answers None when no selector counts.
+    """
+
+    def __init__(
+        self,
+        recording_rules: Mapping[str, Sequence[str]],
+        model_labels: AbstractSet[str],
+        *,
+        restricted_only: bool,
+    ) -> None:
+        self.recording_rules = recording_rules
+        self.model_labels = model_labels
+        self.restricted_only = restricted_only
+        self._trees: dict[str, list[Any] | None] = {}
+        # Windows of recording rules followed to the end (no cycle or depth cut): they do
+        # not depend on the path that reached them, so each is computed once.
+        self._done: dict[str, float] = {}
+        self._cuts = 0
+
+    def of(self, node: Any, *, inside: bool, path: frozenset[str]) -> float | None:
+        if isinstance(node, pp.VectorSelector):
+            return self._selector(node, None, inside=inside, path=path)
+        if isinstance(node, pp.MatrixSelector):
+            return self._selector(node.vector_selector, node.range, inside=inside, path=path)
+        if isinstance(node, pp.SubqueryExpr):
+            inner = self.of(node.expr, inside=inside, path=path)
+            if inner is None:
+                return None
+            return node.range.total_seconds() + _offset_seconds(node.offset) + inner
+        children: list[Any] = []
+        if isinstance(node, pp.Call):
+            children = list(node.args)
+        elif isinstance(node, pp.AggregateExpr):
+            children = [node.expr] + ([node.param] if node.param is not None else [])
+        elif isinstance(node, pp.BinaryExpr):
+            children = [node.lhs, node.rhs]
+        elif isinstance(node, pp.UnaryExpr | pp.ParenExpr):
+            children = [node.expr]
+        windows = [self.of(c, inside=inside, path=path) for c in children]
+        return max((w for w in windows if w is not None), default=None)
+
+    def _selector(
+        self, node: Any, range_: timedelta | None, *, inside: bool, path: frozenset[str]
+    ) -> float | None:
+        name = node.name
+        if self.restricted_only:
+            labels = {m.name for m in node.matchers.matchers}
+            if not _carries_version(name, labels, None if inside else self.model_labels):
+                return None
+        own = range_.total_seconds() if range_ is not None else 0.0
+        return own + _offset_seconds(node.offset) + self._recorded(name, path)
+
+    def _recorded(self, name: str | None, path: frozenset[str]) -> float:
+        """The window of the recording rule ``name`` reads: its expressions' when known."""
+        if name is None:
+            return 0.0
+        if name in self._done:
+            return self._done[name]
+        trees = self._parsed(name)
+        if trees is None:
+            return _named_window(name)
+        if name in path or len(path) >= MAX_RECORDING_DEPTH:
+            self._cuts += 1
+            return _named_window(name)
+        cuts = self._cuts
+        inner = [self.of(t, inside=True, path=path | {name}) for t in trees]
+        window = max((w for w in inner if w is not None), default=0.0)
+        if self._cuts == cuts:
+            self._done[name] = window
+        return window
+
+    def _parsed(self, name: str) -> list[Any] | None:
+        """The trees of the recording rule ``name``; None when unknown or not parsable."""
+        if name not in self._trees:
+            exprs = self.recording_rules.get(name)
+            try:
+                self._trees[name] = [pp.parse(e) for e in exprs] if exprs else None
+            except (ValueError, TypeError):
+                self._trees[name] = None
+        return self._trees[name]
 
 
-def _recorded_window(name: str | None) -> float:
-    if name is None or ":" not in name:
+def _named_window(name: str) -> float:
+    """The window a recording rule's name states (``...:ratio_rate5m``: 5m), else 0."""
+    if ":" not in name:
         return 0.0
     match = _RECORDED_WINDOW.search(name.rsplit(":", 1)[1])
     return parse_duration(match.group(1)) if match else 0.0

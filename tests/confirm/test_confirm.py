@@ -24,6 +24,7 @@ import pytest
 from aiohttp import web
 
 from receiver.clients.prometheus import AlertRule, PrometheusClient
+from receiver.durations import parse_duration
 from receiver.verify.confirm import Confirmation, confirm, confirm_delay_seconds
 from tests.confirm.prometheus import (
     BASE,
@@ -451,6 +452,47 @@ async def test_the_delay_is_the_range_window_plus_the_rules_for(
     rule = await shipped_error_rate_rule(client, tier)
 
     assert confirm_delay_seconds(rule, rule.expr, fallback_seconds=900) == seconds
+
+
+# The window of every shipped alert as the names of the recording rules it reads state it
+# (model alerts), or as its own ranges and offsets do (the receiver's alerts, which read no
+# per-version series): what the confirmation waited for before it read recording rules.
+SHIPPED_WINDOWS = {
+    "ModelServingHighErrorRate": 300,
+    "ModelServingLatencyHigh": 300,
+    "ModelServingMissingFeatures": 300,
+    "ModelServingOOMKilled": 900,
+    "ModelServingFeatureDrift": 1800,
+    "ModelServingAccuracyBelowSLO": 1800,
+    "RollbackReceiverDown": 0,
+    "RollbackReceiverNotReady": 0,
+    "RollbackReceiverRollbacksFailing": 900,
+    "RollbackReceiverQueueLagHigh": 0,
+    "RollbackReceiverNotificationsLost": 1800,
+    "RollbackReceiverConfirmationsFailing": 3600,
+    "ModelRollbackNotReady": 0,
+    "ModelRollbackDrillOverdue": 0,
+    "RollbackReceiverWatchdog": 0,
+}
+
+
+def test_shipped_alerts_wait_the_same_with_or_without_their_recording_rules() -> None:
+    shipped = shipped_rules()
+    recorded: dict[str, list[str]] = {}
+    for r in shipped:
+        if "record" in r:
+            recorded.setdefault(r["record"], []).append(r["expr"])
+    alerts = [r for r in shipped if "alert" in r]
+    assert {r["alert"] for r in alerts} == SHIPPED_WINDOWS.keys()
+
+    for r in alerts:
+        rule = AlertRule(r["alert"], r["expr"], for_seconds=parse_duration(r.get("for", "0s")))
+        want = SHIPPED_WINDOWS[r["alert"]] + rule.for_seconds
+        by_names = confirm_delay_seconds(rule, rule.expr, fallback_seconds=-1)
+        by_rules = confirm_delay_seconds(
+            rule, rule.expr, fallback_seconds=-1, recording_rules=recorded
+        )
+        assert (by_names, by_rules) == (want, want), f"{r['alert']} ({r['file']})"
 
 
 def test_without_the_rule_or_a_readable_expression_the_delay_is_the_fallback() -> None:

@@ -19,6 +19,7 @@ import pytest
 
 from receiver.errors import PermanentError
 from receiver.verify.promql import (
+    MAX_RECORDING_DEPTH,
     MODEL_VERSION_LABEL,
     ConfirmationError,
     extract_expr,
@@ -401,6 +402,156 @@ def test_shipped_alerts_read_the_windows_of_their_recording_rules(
 ) -> None:
     windows = {range_window_seconds(r["expr"]) for r in MODEL_ALERTS if r["alert"] == alert}
     assert windows == {seconds}
+
+
+# A recording rule whose name hides its window, as users name theirs: read from the
+# expression Prometheus runs, never from the name.
+HIDDEN = "namespace_model_version:checkout_errors:ratio"
+HIDDEN_EXPR = (
+    "sum by (namespace, model, model_version) (rate(checkout_errors_total[10m]))"
+    " / sum by (namespace, model, model_version) (rate(checkout_requests_total[10m]))"
+)
+# The shipped model-wide join, recorded over an hour: the same whichever version serves.
+TIER_INFO = "namespace_model:model_tier:info"
+TIER_INFO_EXPR = next(r["expr"] for r in RULES if r.get("record") == TIER_INFO)
+
+
+def test_a_recording_rule_that_hides_its_window_counts_its_expressions_window() -> None:
+    rules = {HIDDEN: [HIDDEN_EXPR]}
+
+    assert range_window_seconds(f"{HIDDEN} > 0.05", rules) == 600
+    assert range_window_seconds(f"{HIDDEN} > 0.05") == 0, "by its name alone: none stated"
+    # Its own range and offset come on top, as for any selector.
+    assert range_window_seconds(f"max_over_time({HIDDEN}[5m] offset 1m) > 0.05", rules) == 960
+
+
+def test_a_known_recording_rule_counts_its_expression_not_its_name() -> None:
+    named = "namespace_model_version:checkout_errors:ratio_rate5m"
+
+    assert range_window_seconds(f"{named} > 0.05", {named: [HIDDEN_EXPR]}) == 600
+    assert range_window_seconds(f"{named} > 0.05", {named: ["sum(rate(e_total[1m]))"]}) == 60
+
+
+def test_an_unknown_recording_rule_counts_the_window_its_name_states() -> None:
+    named = "namespace_model_version:other_errors:ratio_rate15m"
+    expr = f"{named} > 0.05 or {HIDDEN} > 0.05"
+
+    assert range_window_seconds(expr, {HIDDEN: [HIDDEN_EXPR]}) == 900
+    assert range_window_seconds(expr, {HIDDEN: ["sum(rate(e_total[20m]))"]}) == 1200
+
+
+def test_a_name_recorded_in_several_groups_counts_the_longest_expression() -> None:
+    rules = {HIDDEN: ["sum(rate(e_total[10m]))", "sum(rate(e_total[30m]))", "vector(0)"]}
+
+    assert range_window_seconds(f"{HIDDEN} > 0.05", rules) == 1800
+
+
+def test_nested_recording_rules_add_up_through_each_level() -> None:
+    smoothed = "namespace_model_version:checkout_errors:smoothed"
+    rules = {
+        smoothed: [f"max_over_time({HIDDEN}[5m] offset 1m)"],
+        HIDDEN: [HIDDEN_EXPR],
+    }
+
+    # 5m of the smoothed rule + its 1m offset + the 10m its input is recorded over.
+    assert range_window_seconds(f"{smoothed} > 0.05", rules) == 960
+    assert range_window_seconds(f"rate({smoothed}[2m])", rules) == 1080
+
+
+def test_a_cycle_of_recording_rules_ends_reading_the_revisited_rule_by_its_name() -> None:
+    a = "namespace_model_version:a:ratio_rate1m"
+    b = "namespace_model_version:b:ratio"
+    rules = {
+        a: [f"sum(rate(e_total[5m])) + {b}"],
+        b: [f"{a} offset 10m"],
+        "namespace_model_version:self:ratio": ["namespace_model_version:self:ratio offset 1m"],
+    }
+
+    # a: max(5m, b), b: 10m offset + a again, read by its name (1m).
+    assert range_window_seconds(f"{a} > 0", rules) == 660
+    # b: 10m offset + a, whose own b is the revisit (no window in its name).
+    assert range_window_seconds(f"{b} > 0", rules) == 900
+    assert range_window_seconds("namespace_model_version:self:ratio > 0", rules) == 60
+
+
+def test_a_chain_deeper_than_the_cap_stops_at_the_cap() -> None:
+    names = [f"namespace_model_version:level{i}:ratio" for i in range(3 * MAX_RECORDING_DEPTH)]
+    rules = {n: [f"{names[i + 1]} offset 1m"] for i, n in enumerate(names[:-1])}
+    rules[names[-1]] = ["sum(rate(e_total[1h]))"]
+
+    # One minute per rule followed; the rule past the cap is read by its name (none).
+    assert range_window_seconds(f"{names[0]} > 0", rules) == 60 * MAX_RECORDING_DEPTH
+
+
+def test_a_recording_rule_that_does_not_parse_counts_its_name() -> None:
+    named = "namespace_model_version:checkout_errors:ratio_rate5m"
+
+    assert range_window_seconds(f"{named} > 0", {named: ["rate(x[10m]"]}) == 300
+
+
+@pytest.mark.parametrize(
+    ("expr", "seconds"),
+    [
+        # The shipped join on the model's tier: recorded over 1h, not restricted.
+        (f'{HIDDEN} > 0.05 and on (namespace, model) {TIER_INFO}{{tier="critical"}}', 600),
+        # Per-model series of the contract, even with the model's labels.
+        ('rate(errors_total{model="m"}[5m]) and on (namespace, model) '
+         'max_over_time(model_info{model="m"}[1h])', 300),
+        # Series without the model's labels: another model's or the whole fleet's.
+        ('rate(errors_total{model="m"}[5m]) > on () group_left () '
+         "3 * avg(rate(errors_total[2h]))", 300),
+        ('rate(errors_total{model="m"}[5m]) and on () '
+         "max_over_time(rate(fleet_errors_total[1h])[2h:1m])", 300),
+        # A recording rule whose level has no model_version, whatever it is recorded from.
+        (f'{HIDDEN} > 0 and on (namespace, model) tier:errors:ratio_rate1h', 600),
+    ],
+)  # fmt: skip
+def test_selectors_the_restriction_leaves_alone_do_not_count(expr: str, seconds: float) -> None:
+    rules = {HIDDEN: [HIDDEN_EXPR], TIER_INFO: [TIER_INFO_EXPR]}
+
+    assert range_window_seconds(expr, rules) == seconds
+
+
+def test_inside_a_recording_rule_only_its_per_version_inputs_count() -> None:
+    rules = {
+        HIDDEN: [
+            "sum by (namespace, model, model_version) (rate(checkout_errors_total[10m]))"
+            f" * on (namespace, model) group_left () {TIER_INFO}"
+            " * on (namespace, model) group_left () max_over_time(model_info[2h])"
+        ],
+        TIER_INFO: [TIER_INFO_EXPR],
+    }
+
+    # The raw series carry no model matcher in a rule recorded for every model: they
+    # count; the tier join (1h) and the per-model model_info (2h) do not.
+    assert range_window_seconds(f"{HIDDEN} > 0.05", rules) == 600
+
+
+@pytest.mark.parametrize(
+    ("expr", "seconds"),
+    [
+        ('rate(errors_total{model="m"}[5m] offset 15m)', 1200),
+        ('errors_total{model="m"} unless errors_total{model="m"} offset 15m', 900),
+        ('max_over_time(rate(errors_total{model="m"}[5m])[30m:1m])', 2100),
+        ('max_over_time(rate(errors_total{model="m"}[5m])[30m:1m] offset 10m)', 2700),
+        (f"max_over_time({HIDDEN}[30m:1m])", 2400),
+        (f"max_over_time({HIDDEN}[30m:1m] offset 5m)", 2700),
+        (f"{HIDDEN} offset -5m", 600),
+    ],
+)
+def test_offsets_and_subqueries_of_counted_selectors_read_further_back(
+    expr: str, seconds: float
+) -> None:
+    assert range_window_seconds(expr, {HIDDEN: [HIDDEN_EXPR]}) == seconds
+
+
+def test_the_model_labels_decide_which_hand_written_selectors_count() -> None:
+    expr = 'rate(errors_total{team="payments"}[5m]) and on () max_over_time(x[1h])'
+
+    assert range_window_seconds(expr, model_labels=("team",)) == 300
+    # Nothing restricted with the default labels: the expression cannot be confirmed, and
+    # its window is read over every selector.
+    assert range_window_seconds(expr) == 3600
 
 
 def test_range_window_of_an_unparsable_expression_is_a_confirmation_error() -> None:

@@ -146,8 +146,9 @@ def _without(rule: dict[str, Any], *keys: str) -> dict[str, Any]:
 _RANGE = re.compile(r"\[(\s*)((?:\d+(?:ms|[smhdwy]))+)(\s*)(?=[\]:])")
 # The window a recording rule's name states at the end of its operations part
 # (``level:metric:operations``): ``ratio_rate5m``, ``increase30m``. The receiver reads an
-# alert's range window from these names (``receiver.verify.promql.range_window_seconds``),
-# so a rule whose window is rewritten is renamed by the same mapping.
+# alert's range window from the recording rules Prometheus lists, and from these names when
+# it cannot list them (``receiver.verify.promql.range_window_seconds``), so a rule whose
+# window is rewritten is renamed by the same mapping.
 _RECORDED_WINDOW = re.compile(r"(?<=[a-z])((?:\d+(?:ms|[smhdwy]))+)$")
 # Lines of the parser's tree dump (Rust ``Debug``): a range, and a string on its own line.
 _TREE_RANGE = re.compile(r"(\s*)range: (\d+(?:\.\d+)?)(s|ms|µs|ns),")
@@ -216,7 +217,7 @@ def rewrite_rules(
     With ``ranges``, every range duration of every expression (``[5m]``) is mapped by it
     too, and so is the window that a recording rule's name states (``...:rate5m``), in its
     ``record:`` and wherever an expression reads it: the rules keep Prometheus's naming
-    practice, which the receiver relies on to know an alert's window. A group
+    practice, which the receiver falls back on to know an alert's window. A group
     ``interval``, were one set, is mapped by ``scale``.
 
     Nothing else changes; that is checked by reloading each written file and comparing

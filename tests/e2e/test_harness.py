@@ -46,11 +46,19 @@ def test_ranges_and_the_windows_recording_rules_name_are_scaled(tmp_path: Path) 
     assert "rate(model_predictions_total[10s])" in str(rules[loaded.record(ERRORS)][0]["expr"])
     alert = rules["ModelServingHighErrorRate"][0]
     assert alert["for"] == "5s"
-    # What makes the confirmation delay short: the receiver reads the alert's window from
-    # the names of the recording rules it reads, 10s now (5m shipped).
+    # What makes the confirmation delay short: the alert's window, 10s now (5m shipped),
+    # read from the recording rules loaded and, failing those, from their names alike.
     shipped = _rules(RULES_DIR / "operational.rules.yaml")["ModelServingHighErrorRate"][0]
+    recorded = {
+        str(r["record"]): [str(r["expr"])]
+        for path in sorted(tmp_path.glob("*.rules.yaml"))
+        for rs in _rules(path).values()
+        for r in rs
+        if "record" in r
+    }
     assert range_window_seconds(str(shipped["expr"])) == 300
     assert range_window_seconds(str(alert["expr"])) == 10
+    assert range_window_seconds(str(alert["expr"]), recorded) == 10
     assert f"{loaded.record(TRAFFIC)} >= 0.5" in str(alert["expr"])
 
 
