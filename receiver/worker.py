@@ -161,9 +161,16 @@ class IngestLoad:
             wait = self.delay()
 
     def ran(self, seconds: float) -> None:
-        """A job took ``seconds``; while deliveries arrive, pause the next start to match."""
-        pause = min(seconds * (1 - self.share) / self.share, self.max_pause)
-        self._next_start = self._clock() + pause
+        """A job took ``seconds``; while deliveries arrive, pause the next start to match.
+
+        Only while they arrive: a job that ended with no delivery in flight or recent
+        leaves no pause behind, or the next lone alert would wait out the quiet period.
+        """
+        now = self._clock()
+        if self.in_flight == 0 and now - self._last_seen >= self.quiet:
+            self._next_start = now
+            return
+        self._next_start = now + min(seconds * (1 - self.share) / self.share, self.max_pause)
 
 
 class WorkerPool:

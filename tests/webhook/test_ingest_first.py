@@ -61,6 +61,26 @@ def test_the_workers_resume_once_deliveries_stop_for_a_moment(load, clock):
     assert load.delay() == 0.0
 
 
+def test_a_job_that_ended_with_no_delivery_arriving_leaves_no_pause(load, clock):
+    """Alerts one at a time: each job starts as soon as its delivery is answered."""
+    assert load.delay() == 0.0
+    clock.now += 0.5
+    load.ran(0.5)  # a long job (verification included), nothing arrived meanwhile
+    clock.now += 0.01
+    load.enter()  # the next lone alert's delivery
+    load.leave()
+    assert load.delay() == 0.0, "its job starts at once, not after the quiet period"
+
+
+def test_a_job_that_ended_just_after_a_delivery_still_pauses(load, clock):
+    load.enter()
+    load.leave()
+    assert load.delay() == 0.0
+    clock.now += 0.01
+    load.ran(0.01)  # deliveries were arriving: the workers keep to their share
+    assert load.delay() == pytest.approx(0.09)
+
+
 def test_a_job_granted_but_never_run_does_not_block_the_workers_for_good(load, clock):
     load.enter()
     assert load.delay() == 0.0  # granted; its worker stops before running it
