@@ -117,7 +117,6 @@ class Decision:
     mode: Mode | None = None
 
 
-
 class _Deciding(Protocol):
     def __call__(
         self,
@@ -158,6 +157,7 @@ def _deciding(incident_id: str, bad_version: str, bad_revision: str) -> _Decidin
         )
 
     return decision
+
 
 def identify(job: Job, view: WorkloadView | None) -> Identity:
     """The incident of a job: (cluster, namespace, model, bad version, its revision).
@@ -400,9 +400,7 @@ def decide_roll_forward(
     version = annotations.get(ours.ROLLED_BACK_FROM, "") or job.model_version
     subject = f"{job.namespace}/{job.model} {version}".strip()
 
-    decision = _deciding(
-        job.incident, version, annotations.get(ours.ROLLED_BACK_FROM_REVISION, "")
-    )
+    decision = _deciding(job.incident, version, annotations.get(ours.ROLLED_BACK_FROM_REVISION, ""))
 
     if resolved.model is None:
         return decision(Action.REFUSE, "unknown_model", resolved.unknown_detail)
