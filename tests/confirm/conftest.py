@@ -4,16 +4,21 @@
 shipped rule files, one per test module: a module loads its samples once in a
 module-scoped fixture of its own (``prometheus.backfill(...)``, then optionally
 ``prometheus.backfill_rules(...)``), and its tests query them at explicit evaluation
-times, each test reading series (models, versions) no other test writes.
+times, each test reading series (models, versions) no other test writes. ``session`` is
+a client session for the Prometheus client, ``store`` the Redis store under the test's
+own key prefix.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+import aiohttp
 import pytest
 
+from receiver.store.redis import RedisStore
 from tests.confirm.prometheus import PrometheusServer
+from tests.conftest import REDIS_URL
 
 
 @pytest.fixture(scope="module")
@@ -24,3 +29,16 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusS
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture
+async def store(key_prefix: str) -> AsyncIterator[RedisStore]:
+    the_store = RedisStore.from_url(REDIS_URL, prefix=key_prefix, retention_seconds=86400)
+    yield the_store
+    await the_store.close()

@@ -15,7 +15,7 @@ Time is the injected clock: each attempt evaluates at ``clock()``, and ``sleep``
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -102,12 +102,6 @@ class Clock:
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ data is needed: the schedule is decided from the rules alone. The clock is injec
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
@@ -28,7 +28,6 @@ from receiver.models import Incident, IncidentState, IncidentTimes, utcnow
 from receiver.policy import parse_policy
 from receiver.store import RedisStore
 from tests.confirm.prometheus import RULE_FILES, PrometheusServer
-from tests.conftest import REDIS_URL
 
 NS = "shop"
 MODEL = "checkout-ranker"
@@ -84,19 +83,6 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusS
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture
-async def store(key_prefix: str) -> AsyncIterator[RedisStore]:
-    the_store = RedisStore.from_url(REDIS_URL, prefix=key_prefix, retention_seconds=86400)
-    yield the_store
-    await the_store.close()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def verified(expr: str) -> Incident:

@@ -8,7 +8,6 @@ fails 25% too; ``ghost`` never served v2. The clock is injected: nothing sleeps.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
@@ -22,7 +21,7 @@ from receiver.models import Incident, IncidentState, IncidentTimes
 from receiver.policy import parse_policy
 from receiver.store import RedisStore
 from tests.confirm.prometheus import BASE, PrometheusServer, Series, counter
-from tests.conftest import REDIS_URL, free_port
+from tests.conftest import free_port
 
 T = BASE
 NS = "ml-prod"
@@ -84,19 +83,6 @@ class Clock:
 
     async def sleep(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-async def store(key_prefix: str) -> AsyncIterator[RedisStore]:
-    the_store = RedisStore.from_url(REDIS_URL, prefix=key_prefix, retention_seconds=86400)
-    yield the_store
-    await the_store.close()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def verified(model: str) -> Incident:
