@@ -141,7 +141,7 @@ class IngestLoad:
     def delay(self) -> float:
         """Seconds until a worker may start a job; 0 grants it the start now."""
         now = self._clock()
-        if self.in_flight == 0 and now - self._last_seen >= self.quiet:
+        if not self._busy(now):
             return 0.0
         if now >= self._next_start:
             # One job at a time while busy: ``ran`` sets the real pause when it ends.
@@ -167,10 +167,14 @@ class IngestLoad:
         leaves no pause behind, or the next lone alert would wait out the quiet period.
         """
         now = self._clock()
-        if self.in_flight == 0 and now - self._last_seen >= self.quiet:
+        if not self._busy(now):
             self._next_start = now
             return
         self._next_start = now + min(seconds * (1 - self.share) / self.share, self.max_pause)
+
+    def _busy(self, now: float) -> bool:
+        """A delivery is in flight, or one arrived within the quiet period."""
+        return self.in_flight > 0 or now - self._last_seen < self.quiet
 
 
 class WorkerPool:
