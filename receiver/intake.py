@@ -5,7 +5,8 @@ A delivery body either can never succeed (:class:`BadDelivery`, a 400 with the r
 Alertmanager's log says what to fix) or is a v4 envelope whose alerts are admitted one by
 one: a bad alert never fails its delivery (design.md, "Alertmanager's delivery rules").
 Each alert ends as an outcome known here (invalid, ignored, not attributable) or as a
-:class:`Job` whose outcome the dedup claim settles (accepted, duplicate, recorded).
+job (its dedup key and :class:`Job` JSON) whose outcome the dedup claim settles
+(accepted, duplicate, recorded).
 """
 
 from __future__ import annotations
@@ -104,10 +105,6 @@ class Admission:
     dedup_key: str = ""
     wire: bytes = b""
     missing: tuple[str, ...] = ()
-
-    def job(self) -> Job | None:
-        """The queued job, read back as the worker reads it."""
-        return Job.model_validate_json(self.wire) if self.wire else None
 
     @property
     def wants_notice(self) -> bool:
