@@ -69,7 +69,7 @@ class _IngestLink:
     and protocol as configured), under one deadline for the whole exchange, is enough.
     """
 
-    def __init__(self, client: aioredis.Redis, script: str, sha: str) -> None:
+    def __init__(self, client: aioredis.Redis, script: str) -> None:
         pool = client.connection_pool
         kwargs = dict(pool.connection_kwargs)
         self._timeout = float(kwargs.get("socket_timeout") or 5.0)
@@ -77,7 +77,7 @@ class _IngestLink:
         kwargs.update(socket_timeout=None, health_check_interval=0)
         self._conn = pool.connection_class(**kwargs)
         self._script = script
-        self._sha = sha
+        self._sha = client.register_script(script).sha  # the SHA1 EVALSHA names it by
 
     async def call(self, keys: Sequence[str], args: Sequence[bytes | int]) -> bytes:
         conn = self._conn
@@ -131,7 +131,7 @@ class RedisQueue(RedisBase):
     def __init__(self, client: aioredis.Redis, *, prefix: str, retention_seconds: float) -> None:
         super().__init__(client, prefix=prefix, retention_seconds=retention_seconds)
         self._stream = f"{prefix}jobs"
-        self._ingest = _IngestLink(client, _INGEST_LUA, client.register_script(_INGEST_LUA).sha)
+        self._ingest = _IngestLink(client, _INGEST_LUA)
         self._pending_ingest: deque[_IngestCall] = deque()
         self._ingest_task: asyncio.Task[None] | None = None
         self._renew_job = client.register_script(_RENEW_JOB_LUA)
