@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
 from receiver.errors import PermanentError, ReceiverError, TemporaryError, truncate
+
+_Rule = TypeVar("_Rule")
 
 
 class PrometheusError(ReceiverError):
@@ -146,25 +148,17 @@ class PrometheusClient:
 
     async def alert_rules(self) -> list[AlertRule]:
         """Every alerting rule Prometheus has loaded, in its order."""
-        data = await self._call("GET", "rules", "rules", params={"type": "alert"})
-        rules: list[AlertRule] = []
-        try:
-            for group in data["groups"]:
-                for rule in group["rules"]:
-                    if rule.get("type") != "alerting":
-                        continue
-                    rules.append(
-                        AlertRule(
-                            name=rule["name"],
-                            expr=rule["query"],
-                            for_seconds=float(rule.get("duration") or 0.0),
-                            labels=dict(rule.get("labels") or {}),
-                            group=group.get("name", ""),
-                        )
-                    )
-        except (KeyError, TypeError, ValueError) as e:
-            raise PrometheusProtocolError(f"rules: malformed answer ({e!r})") from e
-        return rules
+        return await self._rules(
+            "rules",
+            "alert",
+            lambda group, rule: AlertRule(
+                name=rule["name"],
+                expr=rule["query"],
+                for_seconds=float(rule.get("duration") or 0.0),
+                labels=dict(rule.get("labels") or {}),
+                group=group,
+            ),
+        )
 
     async def recording_rules(self) -> list[RecordingRule]:
         """Every recording rule Prometheus has loaded, in its order.
@@ -172,24 +166,32 @@ class PrometheusClient:
         A name recorded in several groups (or several times in one) is listed once per
         rule: each has its own expression.
         """
-        data = await self._call("GET", "rules", "recording rules", params={"type": "record"})
-        rules: list[RecordingRule] = []
+        return await self._rules(
+            "recording rules",
+            "record",
+            lambda group, rule: RecordingRule(
+                name=rule["name"],
+                expr=rule["query"],
+                labels=dict(rule.get("labels") or {}),
+                group=group,
+            ),
+        )
+
+    async def _rules(
+        self, what: str, kind: str, make: Callable[[str, dict[str, Any]], _Rule]
+    ) -> list[_Rule]:
+        """``/api/v1/rules?type=<kind>``, each rule of that kind made by ``make``."""
+        data = await self._call("GET", "rules", what, params={"type": kind})
+        wanted = {"alert": "alerting", "record": "recording"}[kind]
         try:
-            for group in data["groups"]:
-                for rule in group["rules"]:
-                    if rule.get("type") != "recording":
-                        continue
-                    rules.append(
-                        RecordingRule(
-                            name=rule["name"],
-                            expr=rule["query"],
-                            labels=dict(rule.get("labels") or {}),
-                            group=group.get("name", ""),
-                        )
-                    )
+            return [
+                make(group.get("name", ""), rule)
+                for group in data["groups"]
+                for rule in group["rules"]
+                if rule.get("type") == wanted
+            ]
         except (KeyError, TypeError, ValueError) as e:
-            raise PrometheusProtocolError(f"recording rules: malformed answer ({e!r})") from e
-        return rules
+            raise PrometheusProtocolError(f"{what}: malformed answer ({e!r})") from e
 
     async def alert_rule(
         self,
